@@ -1,0 +1,3 @@
+from thermofs.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""The chunk frame: a self-describing, verified container for one chunk.
+
+Layout (big-endian), 28-byte header then payload::
+
+    offset size field
+    0      2    magic b"TF"
+    2      1    frame format version (FRAME_VERSION)
+    3      1    codec id (codec table, on-disk stable)
+    4      4    codec parameter (zstd: level + 1000; later: dictionary or model id)
+    8      4    raw length (bytes the payload decodes to; <= the volume's chunk size)
+    12     4    payload length
+    16     8    xxh3-64 of the raw bytes
+    24     4    xxh32 of header bytes 0..23, so a damaged length is caught before it is used
+
+A frame can be decoded and verified without the chunk map, so segments can be scanned (fsck, compact).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import xxhash
+
+from thermofs.codecs.errors import CorruptFrame
+from thermofs.codecs.table import CodecSpec, CodecTable, RawCodec
+
+MAGIC = b"TF"
+FRAME_VERSION = 1
+HEADER = struct.Struct(">2sBBIIIQI")
+HEADER_SIZE = HEADER.size  # 28
+
+# A compressed frame is kept only if it saves at least 1/8 of the raw size: below that the CPU spent
+# decoding it on every read buys too little space.
+MIN_SAVING_DIVISOR = 8
+# Probe: compress one 4 KiB sample first; if it saves less than 1/16, the whole chunk is stored raw
+# without paying a full compression (random data, already-compressed media and archives).
+PROBE_BYTES = 4096
+PROBE_MIN_SAVING_DIVISOR = 16
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """The fields of a frame header, as recorded in the chunk map."""
+
+    codec_id: int
+    param: int
+    raw_len: int
+    checksum: int
+    frame_len: int
+
+
+def checksum(raw: bytes | bytearray | memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(raw)
+
+
+def _pack(codec_id: int, param: int, raw_len: int, payload_len: int, digest: int) -> bytes:
+    head = struct.pack(">2sBBIIIQ", MAGIC, FRAME_VERSION, codec_id, param, raw_len, payload_len, digest)
+    return head + struct.pack(">I", xxhash.xxh32_intdigest(head))
+
+
+def encode_frame(raw: bytes, spec: CodecSpec) -> tuple[bytes, FrameInfo]:
+    """Encode ``raw`` with ``spec``; fall back to a raw frame when compression does not pay."""
+    digest = checksum(raw)
+    codec, param = spec.codec, spec.param
+    payload: bytes | None = None
+    if codec.ID != RawCodec.ID and raw:
+        worth_trying = True
+        if spec.probe and len(raw) > 2 * PROBE_BYTES:
+            mid = len(raw) // 2
+            sample = raw[mid:mid + PROBE_BYTES]
+            probe = codec.compress(sample, param)
+            worth_trying = len(probe) <= len(sample) - len(sample) // PROBE_MIN_SAVING_DIVISOR
+        if worth_trying:
+            packed = codec.compress(raw, param)
+            if len(packed) <= len(raw) - len(raw) // MIN_SAVING_DIVISOR:
+                payload = packed
+    if payload is None:
+        codec_id, param, payload = RawCodec.ID, 0, bytes(raw)
+    else:
+        codec_id = codec.ID
+    frame = _pack(codec_id, param, len(raw), len(payload), digest) + payload
+    return frame, FrameInfo(codec_id, param, len(raw), digest, len(frame))
+
+
+def parse_header(head: bytes, max_raw: int) -> FrameInfo:
+    """Validate a header (magic, version, header checksum, bounds) and return its fields."""
+    if len(head) < HEADER_SIZE:
+        raise CorruptFrame(f"frame header truncated ({len(head)} of {HEADER_SIZE} bytes)")
+    magic, version, codec_id, param, raw_len, payload_len, digest, hcheck = HEADER.unpack_from(head)
+    if magic != MAGIC:
+        raise CorruptFrame("bad frame magic")
+    if xxhash.xxh32_intdigest(head[:HEADER_SIZE - 4]) != hcheck:
+        raise CorruptFrame("frame header checksum mismatch")
+    if version != FRAME_VERSION:
+        raise CorruptFrame(f"unknown frame version {version}")
+    if raw_len > max_raw:
+        raise CorruptFrame(f"frame raw length {raw_len} exceeds chunk size {max_raw}")
+    # A frame is never larger than a raw frame of the same chunk.
+    if payload_len > max_raw:
+        raise CorruptFrame(f"frame payload length {payload_len} exceeds chunk size {max_raw}")
+    return FrameInfo(codec_id, param, raw_len, digest, HEADER_SIZE + payload_len)
+
+
+def decode_frame(frame: bytes, table: CodecTable, max_raw: int) -> bytes:
+    """Decode and verify one whole frame; raise CorruptFrame on any inconsistency."""
+    info = parse_header(frame, max_raw)
+    if len(frame) != info.frame_len:
+        raise CorruptFrame(f"frame is {len(frame)} bytes, header says {info.frame_len}")
+    codec = table.get(info.codec_id)
+    raw = codec.decompress(memoryview(frame)[HEADER_SIZE:].tobytes(), info.raw_len, info.param)
+    if checksum(raw) != info.checksum:
+        raise CorruptFrame("chunk checksum mismatch")
+    return raw

@@ -1,0 +1,1 @@
+"""The filesystem: FUSE operations, volume API, LMDB metadata, segment store, caches."""

@@ -1,0 +1,61 @@
+"""Errors of the filesystem layers; ``fs.operations`` alone maps them to errno values."""
+
+
+class FsError(Exception):
+    """Root of every filesystem-layer error."""
+
+
+class MetaError(FsError):
+    """The metadata store (LMDB) failed or holds something inconsistent."""
+
+
+class StoreError(FsError):
+    """The store directory is missing, locked, of an unknown format, or otherwise unusable."""
+
+
+class NotFound(FsError):
+    pass
+
+
+class Exists(FsError):
+    pass
+
+
+class NotEmpty(FsError):
+    pass
+
+
+class NotADir(FsError):
+    pass
+
+
+class IsADir(FsError):
+    pass
+
+
+class InvalidArgument(FsError):
+    pass
+
+
+class NotPermitted(FsError):
+    pass
+
+
+class NameTooLong(FsError):
+    pass
+
+
+class NoAttr(FsError):
+    pass
+
+
+class NotSupported(FsError):
+    pass
+
+
+class NoSpace(FsError):
+    """The store's disk (or the LMDB map) is full; nothing that was committed is lost."""
+
+
+class CorruptChunk(FsError):
+    """A chunk failed verification (bad frame, bounds, checksum, missing segment): reads give EIO."""

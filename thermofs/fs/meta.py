@@ -1,0 +1,340 @@
+"""LMDB metadata: inodes, directory entries, the chunk map, xattrs, counters. Knows nothing of FUSE.
+
+Key layout (every integer big-endian, so cursor order is numeric order and prefix scans work):
+
+    sub-database  key                              value
+    inodes        ino u64                          INODE struct (mode, uid, gid, nlink, size, times, ...)
+    dirents       parent ino u64 + name bytes      child ino u64 + child file type u32 (S_IFMT bits)
+    chunks        ino u64 + chunk index u64        CHUNK struct (segment, offset, frame length, codec
+                                                   id, codec param, raw length, xxh3, tier)
+    symlinks      ino u64                          target bytes
+    xattrs        ino u64 + name bytes             value bytes
+    orphans       ino u64                          b"" (nlink 0 but still open; purged at next mount)
+    garbage       segment id u32                   garbage bytes u64 (dead frames in that segment)
+    counters      name (ascii)                     i64 running total (see COUNTERS, codec/<id>/...)
+
+One write transaction per logical operation: ``with meta.write() as t: ...`` commits once at the end
+(or aborts on an exception). Running totals are accumulated in the transaction and written once.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import lmdb
+
+from thermofs.fs.errors import MetaError, NoSpace
+
+U64 = struct.Struct(">Q")
+U32 = struct.Struct(">I")
+I64 = struct.Struct(">q")
+# mode, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent (directories: their parent)
+INODE = struct.Struct(">IIIIQqqqQQ")
+# segment, offset, frame length, codec id, codec param, raw length, xxh3, tier (0 hot, 1 cold)
+CHUNK = struct.Struct(">IQIBIIQB")
+DIRENT = struct.Struct(">QI")
+
+ROOT_INO = 1
+DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "orphans", "garbage", "counters")
+COUNTERS = ("next_ino", "files", "logical_bytes", "stored_bytes", "garbage_bytes", "chunks",
+            "hot_chunks", "cold_chunks")
+# Virtual address space reserved for the LMDB map; the file only grows as pages are used. 256 GiB of
+# metadata is ~4 billion chunk entries, far beyond any store this design targets.
+MAP_SIZE = 256 << 30
+
+
+@dataclass(frozen=True)
+class Inode:
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int
+    atime: int
+    mtime: int
+    ctime: int
+    rdev: int = 0
+    parent: int = 0
+
+    def pack(self) -> bytes:
+        return INODE.pack(self.mode, self.uid, self.gid, self.nlink, self.size, self.atime, self.mtime,
+                          self.ctime, self.rdev, self.parent)
+
+    @classmethod
+    def unpack(cls, ino: int, raw: bytes) -> Inode:
+        return cls(ino, *INODE.unpack(raw))
+
+    def evolve(self, **changes: int) -> Inode:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    segment: int
+    offset: int
+    frame_len: int
+    codec_id: int
+    param: int
+    raw_len: int
+    checksum: int
+    tier: int = 0
+
+    def pack(self) -> bytes:
+        return CHUNK.pack(self.segment, self.offset, self.frame_len, self.codec_id, self.param,
+                          self.raw_len, self.checksum, self.tier)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> ChunkEntry:
+        return cls(*CHUNK.unpack(raw))
+
+
+def _chunk_key(ino: int, index: int) -> bytes:
+    return U64.pack(ino) + U64.pack(index)
+
+
+def _codec_counter(codec_id: int, field: str) -> str:
+    return f"codec/{codec_id}/{field}"
+
+
+class Txn:
+    """Typed access to the sub-databases inside one LMDB transaction."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self._txn = txn
+        self._db = dbs
+        self.deltas: dict[str, int] = {}
+
+    # -- counters -------------------------------------------------------------------------------------
+    def bump(self, name: str, delta: int) -> None:
+        if delta:
+            self.deltas[name] = self.deltas.get(name, 0) + delta
+
+    def counter(self, name: str) -> int:
+        raw = self._txn.get(name.encode(), db=self._db["counters"])
+        return (I64.unpack(raw)[0] if raw else 0) + self.deltas.get(name, 0)
+
+    def counters(self) -> dict[str, int]:
+        out = {k.decode(): I64.unpack(v)[0] for k, v in self._txn.cursor(db=self._db["counters"])}
+        for k, d in self.deltas.items():
+            out[k] = out.get(k, 0) + d
+        return out
+
+    def _apply_deltas(self) -> None:
+        for name, delta in self.deltas.items():
+            key = name.encode()
+            raw = self._txn.get(key, db=self._db["counters"])
+            self._txn.put(key, I64.pack((I64.unpack(raw)[0] if raw else 0) + delta), db=self._db["counters"])
+        self.deltas.clear()
+
+    def alloc_ino(self) -> int:
+        ino = self.counter("next_ino")
+        self.bump("next_ino", 1)
+        return ino
+
+    # -- inodes ---------------------------------------------------------------------------------------
+    def get_inode(self, ino: int) -> Inode | None:
+        raw = self._txn.get(U64.pack(ino), db=self._db["inodes"])
+        return Inode.unpack(ino, raw) if raw is not None else None
+
+    def put_inode(self, inode: Inode) -> None:
+        self._txn.put(U64.pack(inode.ino), inode.pack(), db=self._db["inodes"])
+
+    def delete_inode(self, ino: int) -> None:
+        """Remove an inode and everything it owns; account its frames as garbage."""
+        key = U64.pack(ino)
+        self._txn.delete(key, db=self._db["inodes"])
+        self._txn.delete(key, db=self._db["symlinks"])
+        self._txn.delete(key, db=self._db["orphans"])
+        self.delete_chunks_from(ino, 0)
+        for name in list(self.xattr_names(ino)):
+            self.del_xattr(ino, name)
+
+    def inodes(self) -> Iterator[Inode]:
+        for k, v in self._txn.cursor(db=self._db["inodes"]):
+            yield Inode.unpack(U64.unpack(k)[0], v)
+
+    # -- directory entries ----------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> int | None:
+        raw = self._txn.get(U64.pack(parent) + name, db=self._db["dirents"])
+        return DIRENT.unpack(raw)[0] if raw is not None else None
+
+    def put_dirent(self, parent: int, name: bytes, ino: int, mode: int) -> None:
+        self._txn.put(U64.pack(parent) + name, DIRENT.pack(ino, stat.S_IFMT(mode)), db=self._db["dirents"])
+
+    def del_dirent(self, parent: int, name: bytes) -> None:
+        self._txn.delete(U64.pack(parent) + name, db=self._db["dirents"])
+
+    def list_dir(self, parent: int) -> Iterator[tuple[bytes, int, int]]:
+        prefix = U64.pack(parent)
+        cur = self._txn.cursor(db=self._db["dirents"])
+        if not cur.set_range(prefix):
+            return
+        for k, v in cur:
+            if not k.startswith(prefix):
+                break
+            yield (k[8:], *DIRENT.unpack(v))
+
+    def dir_is_empty(self, parent: int) -> bool:
+        return next(self.list_dir(parent), None) is None
+
+    # -- symlinks -------------------------------------------------------------------------------------
+    def get_symlink(self, ino: int) -> bytes | None:
+        return self._txn.get(U64.pack(ino), db=self._db["symlinks"])
+
+    def put_symlink(self, ino: int, target: bytes) -> None:
+        self._txn.put(U64.pack(ino), target, db=self._db["symlinks"])
+
+    # -- chunk map ------------------------------------------------------------------------------------
+    def get_chunk(self, ino: int, index: int) -> ChunkEntry | None:
+        raw = self._txn.get(_chunk_key(ino, index), db=self._db["chunks"])
+        return ChunkEntry.unpack(raw) if raw is not None else None
+
+    def put_chunk(self, ino: int, index: int, entry: ChunkEntry) -> None:
+        """Point chunk ``index`` of ``ino`` at ``entry``; the frame it replaces becomes garbage."""
+        key = _chunk_key(ino, index)
+        old = self._txn.get(key, db=self._db["chunks"])
+        if old is not None:
+            self._forget_chunk(ChunkEntry.unpack(old))
+        self._txn.put(key, entry.pack(), db=self._db["chunks"])
+        self.bump("chunks", 1)
+        self.bump("stored_bytes", entry.frame_len)
+        self.bump("cold_chunks" if entry.tier else "hot_chunks", 1)
+        self.bump(_codec_counter(entry.codec_id, "chunks"), 1)
+        self.bump(_codec_counter(entry.codec_id, "raw_bytes"), entry.raw_len)
+        self.bump(_codec_counter(entry.codec_id, "stored_bytes"), entry.frame_len)
+
+    def delete_chunk(self, ino: int, index: int) -> None:
+        key = _chunk_key(ino, index)
+        old = self._txn.get(key, db=self._db["chunks"])
+        if old is not None:
+            self._forget_chunk(ChunkEntry.unpack(old))
+            self._txn.delete(key, db=self._db["chunks"])
+
+    def _forget_chunk(self, entry: ChunkEntry) -> None:
+        self.bump("chunks", -1)
+        self.bump("stored_bytes", -entry.frame_len)
+        self.bump("cold_chunks" if entry.tier else "hot_chunks", -1)
+        self.bump(_codec_counter(entry.codec_id, "chunks"), -1)
+        self.bump(_codec_counter(entry.codec_id, "raw_bytes"), -entry.raw_len)
+        self.bump(_codec_counter(entry.codec_id, "stored_bytes"), -entry.frame_len)
+        self.add_garbage(entry.segment, entry.frame_len)
+
+    def add_garbage(self, segment: int, nbytes: int) -> None:
+        key = U32.pack(segment)
+        raw = self._txn.get(key, db=self._db["garbage"])
+        self._txn.put(key, U64.pack((U64.unpack(raw)[0] if raw else 0) + nbytes), db=self._db["garbage"])
+        self.bump("garbage_bytes", nbytes)
+
+    def chunks_of(self, ino: int, start: int = 0) -> Iterator[tuple[int, ChunkEntry]]:
+        prefix = U64.pack(ino)
+        cur = self._txn.cursor(db=self._db["chunks"])
+        if not cur.set_range(_chunk_key(ino, start)):
+            return
+        for k, v in cur:
+            if not k.startswith(prefix):
+                break
+            yield U64.unpack(k[8:])[0], ChunkEntry.unpack(v)
+
+    def delete_chunks_from(self, ino: int, start: int) -> None:
+        for index, _entry in list(self.chunks_of(ino, start)):
+            self.delete_chunk(ino, index)
+
+    # -- xattrs ---------------------------------------------------------------------------------------
+    def get_xattr(self, ino: int, name: bytes) -> bytes | None:
+        return self._txn.get(U64.pack(ino) + name, db=self._db["xattrs"])
+
+    def put_xattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self._txn.put(U64.pack(ino) + name, value, db=self._db["xattrs"])
+
+    def del_xattr(self, ino: int, name: bytes) -> bool:
+        return bool(self._txn.delete(U64.pack(ino) + name, db=self._db["xattrs"]))
+
+    def xattr_names(self, ino: int) -> Iterator[bytes]:
+        prefix = U64.pack(ino)
+        cur = self._txn.cursor(db=self._db["xattrs"])
+        if not cur.set_range(prefix):
+            return
+        for k in cur.iternext(keys=True, values=False):
+            if not k.startswith(prefix):
+                break
+            yield k[8:]
+
+    # -- orphans --------------------------------------------------------------------------------------
+    def add_orphan(self, ino: int) -> None:
+        self._txn.put(U64.pack(ino), b"", db=self._db["orphans"])
+
+    def orphans(self) -> list[int]:
+        return [U64.unpack(k)[0] for k in self._txn.cursor(db=self._db["orphans"]).iternext(values=False)]
+
+    def garbage_by_segment(self) -> dict[int, int]:
+        return {U32.unpack(k)[0]: U64.unpack(v)[0] for k, v in self._txn.cursor(db=self._db["garbage"])}
+
+
+def _map_lmdb_error(e: lmdb.Error) -> Exception:
+    if isinstance(e, lmdb.MapFullError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) \
+            or "No space left" in str(e):
+        return NoSpace(f"metadata store full: {e}")
+    return MetaError(f"LMDB: {e}")
+
+
+class MetaStore:
+    """The LMDB environment of a volume. Thread-safe: LMDB serializes writers, readers never block."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        try:
+            self.env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DBS) + 2, subdir=True,
+                                 readonly=readonly, create=not readonly, lock=True,
+                                 # one fdatasync per commit, none for the meta page: a system crash may
+                                 # undo the last commit but never corrupts (LMDB keeps ACI).
+                                 metasync=False, sync=True, readahead=False, max_readers=512)
+        except lmdb.Error as e:
+            raise MetaError(f"cannot open metadata store {path}: {e}") from e
+        try:
+            if readonly:
+                # py-lmdb opens them in its own read transaction, which it commits (handles opened
+                # in an aborted transaction are invalid afterwards).
+                self.dbs = {name: self.env.open_db(name.encode(), create=False) for name in DBS}
+            else:
+                with self.env.begin(write=True) as txn:
+                    self.dbs = {name: self.env.open_db(name.encode(), txn=txn) for name in DBS}
+        except lmdb.Error as e:
+            raise MetaError(f"metadata store {path} lacks its sub-databases: {e}") from e
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        with self.env.begin(buffers=False) as txn:
+            yield Txn(txn, self.dbs)
+
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        try:
+            txn = self.env.begin(write=True)
+        except lmdb.Error as e:
+            raise _map_lmdb_error(e) from e
+        t = Txn(txn, self.dbs)
+        try:
+            yield t
+            t._apply_deltas()
+            txn.commit()
+        except lmdb.Error as e:
+            txn.abort()
+            raise _map_lmdb_error(e) from e
+        except BaseException:
+            txn.abort()
+            raise
+
+    def sync(self) -> None:
+        try:
+            self.env.sync(True)
+        except lmdb.Error as e:
+            raise _map_lmdb_error(e) from e
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,288 @@
+"""FUSE operations: translate each kernel request into one volume call and domain errors into errno.
+
+Nothing else lives here: no LMDB, no codecs, no buffering. Permission checks are the kernel's
+(``default_permissions``), as for a kernel filesystem.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import stat
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import mfusepy
+
+from thermofs.codecs import CodecError
+from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, MetaError,
+                                NameTooLong, NoAttr, NoSpace, NotADir, NotEmpty, NotFound, NotPermitted,
+                                NotSupported)
+from thermofs.fs.meta import Inode
+from thermofs.fs.volume import Volume
+
+log = logging.getLogger("thermofs.operations")
+
+ERRNO: dict[type[Exception], int] = {
+    NotFound: errno.ENOENT,
+    Exists: errno.EEXIST,
+    NotEmpty: errno.ENOTEMPTY,
+    NotADir: errno.ENOTDIR,
+    IsADir: errno.EISDIR,
+    InvalidArgument: errno.EINVAL,
+    NotPermitted: errno.EPERM,
+    NameTooLong: errno.ENAMETOOLONG,
+    NoAttr: errno.ENODATA,
+    NotSupported: errno.EOPNOTSUPP,
+    NoSpace: errno.ENOSPC,
+    CorruptChunk: errno.EIO,
+    MetaError: errno.EIO,
+}
+# libfuse passes these in tv_nsec (with tv_sec 0) for "leave unchanged" and "set to now".
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+RENAME_NOREPLACE = 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errno_of(e: Exception) -> int:
+    for cls in type(e).__mro__:
+        if cls in ERRNO:
+            return ERRNO[cls]
+    return errno.EIO
+
+
+def translate(fn: F) -> F:
+    """Turn domain errors into FuseOSError; log the ones that mean damage."""
+
+    def wrapper(self: Operations, *args: Any) -> Any:
+        try:
+            return fn(self, *args)
+        except (FsError, CodecError) as e:
+            code = _errno_of(e)
+            if code == errno.EIO:
+                log.error("%s%r: %s", fn.__name__, args[:1], e)
+            raise mfusepy.FuseOSError(code) from e
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def _stat(inode: Inode) -> dict[str, int]:
+    return {
+        "st_ino": inode.ino, "st_mode": inode.mode, "st_nlink": inode.nlink, "st_uid": inode.uid,
+        "st_gid": inode.gid, "st_size": inode.size, "st_atime": inode.atime, "st_mtime": inode.mtime,
+        "st_ctime": inode.ctime, "st_rdev": inode.rdev, "st_blksize": 65536,
+        "st_blocks": (inode.size + 511) // 512,
+    }
+
+
+class Operations(mfusepy.Operations):
+    use_ns = True
+    # Operations on open handles arrive with path None once the file is unlinked (hard_remove).
+    flag_nullpath_ok = True
+    flag_nopath = True
+
+    def __init__(self, volume: Volume, statfs: Callable[[], dict[str, int]],
+                 configure: Callable[[Any, Any], None]) -> None:
+        self.volume = volume
+        self._statfs = statfs
+        self._configure = configure
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        self._configure(conn, config)
+
+    def destroy(self, path: str) -> None:
+        self.volume.close()
+
+    def _ino(self, path: str | None, fh: int | None) -> int:
+        if fh:
+            return fh
+        if path is None:
+            raise InvalidArgument("no path and no file handle")
+        return self.volume.resolve(path)
+
+    @translate
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        return _stat(self.volume.getattr(self._ino(path, fh)))
+
+    @translate
+    def opendir(self, path: str) -> int:
+        ino = self.volume.resolve(path)
+        self.volume.readdir(ino)  # raises NotADir early
+        return ino
+
+    @translate
+    def readdir(self, path: str | None, fh: int) -> list[tuple[str, dict[str, int], int]]:
+        return [(name, {"st_ino": ino, "st_mode": kind}, 0)
+                for name, ino, kind in self.volume.readdir(self._ino(path, fh))]
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        return 0
+
+    @translate
+    def readlink(self, path: str) -> str:
+        return self.volume.readlink(self.volume.resolve(path))
+
+    @translate
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        self.volume.mknod(path, mode, uid, gid, dev)
+        return 0
+
+    @translate
+    def mkdir(self, path: str, mode: int) -> int:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        self.volume.mkdir(path, mode, uid, gid)
+        return 0
+
+    @translate
+    def symlink(self, target: str, source: str) -> int:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        self.volume.symlink(target, source, uid, gid)
+        return 0
+
+    @translate
+    def link(self, target: str, source: str) -> int:
+        self.volume.link(self.volume.resolve(source), target)
+        return 0
+
+    @translate
+    def unlink(self, path: str) -> int:
+        self.volume.unlink(path)
+        return 0
+
+    @translate
+    def rmdir(self, path: str) -> int:
+        self.volume.rmdir(path)
+        return 0
+
+    @translate
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        if flags & ~RENAME_NOREPLACE:
+            raise InvalidArgument("only RENAME_NOREPLACE is supported")
+        self.volume.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE))
+        return 0
+
+    @translate
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> int:
+        self.volume.setattr(self._ino(path, fh), mode=mode)
+        return 0
+
+    @translate
+    def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> int:
+        self.volume.setattr(self._ino(path, fh), uid=uid, gid=gid)
+        return 0
+
+    @translate
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None, fh: int | None = None) -> int:
+        now = time.time_ns()
+        if times is None:
+            atime: int | None = now
+            mtime: int | None = now
+        else:
+            atime, mtime = (None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times)
+        self.volume.setattr(self._ino(path, fh), atime=atime, mtime=mtime)
+        return 0
+
+    @translate
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        if length < 0:
+            raise InvalidArgument("negative length")
+        self.volume.truncate(self._ino(path, fh), length)
+        return 0
+
+    @translate
+    def open(self, path: str, flags: int) -> int:
+        return self.volume.open(self.volume.resolve(path))
+
+    @translate
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        fh, _inode = self.volume.create(path, stat.S_IMODE(mode), uid, gid)
+        return fh
+
+    @translate
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        return self.volume.read(fh, offset, size)
+
+    @translate
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        return self.volume.write(fh, offset, data)
+
+    @translate
+    def flush(self, path: str | None, fh: int) -> int:
+        self.volume.flush(fh)
+        return 0
+
+    @translate
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        self.volume.fsync(fh)
+        return 0
+
+    @translate
+    def release(self, path: str | None, fh: int) -> int:
+        self.volume.release(fh)
+        return 0
+
+    @translate
+    def statfs(self, path: str) -> dict[str, int]:
+        return self._statfs()
+
+    @translate
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        return self.volume.getxattr(self.volume.resolve(path), name)
+
+    @translate
+    def listxattr(self, path: str) -> list[str]:
+        return self.volume.listxattr(self.volume.resolve(path))
+
+    @translate
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        self.volume.setxattr(self.volume.resolve(path), name, value, options)
+        return 0
+
+    @translate
+    def removexattr(self, path: str, name: str) -> int:
+        self.volume.removexattr(self.volume.resolve(path), name)
+        return 0
+
+
+class FUSE(mfusepy.FUSE):
+    """mfusepy's FUSE, passing rename's flags through (mfusepy drops them, which would turn
+    RENAME_NOREPLACE into a silent overwrite)."""
+
+    def _fh(self, fip: Any) -> int | None:
+        return fip.contents.fh if fip else None
+
+    def _path(self, path: bytes | None) -> str | None:
+        return None if path is None else path.decode(self.encoding, self.errors)
+
+    # mfusepy drops the file handle of these; with nullpath_ok an unlinked open file has no path.
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        return self.operations.truncate(self._path(path), length, self._fh(fip))
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        return self.operations.chmod(self._path(path), mode, self._fh(fip))
+
+    def chown_fuse_3(self, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
+        if ctypes.c_uint32(uid + 1).value == 0:
+            uid = -1
+        if ctypes.c_uint32(gid + 1).value == 0:
+            gid = -1
+        return self.operations.chown(self._path(path), uid, gid, self._fh(fip))
+
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        times = None
+        if buf:
+            times = (mfusepy.time_of_timespec(buf.contents.actime, use_ns=True),
+                     mfusepy.time_of_timespec(buf.contents.modtime, use_ns=True))
+        return self.operations.utimens(self._path(path), times, self._fh(fip))
+
+    def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
+        return self.operations.rename(old.decode(self.encoding, self.errors),
+                                      new.decode(self.encoding, self.errors), flags)

@@ -1,0 +1,140 @@
+"""Append-only segment files: where frames live. Knows nothing of chunks, codecs or LMDB.
+
+A segment is ``segments/NNNNNNNN.seg``; frames are appended, never modified in place. Each mount starts
+a new segment, so the tail of an older segment left by a crash (frames no commit points at) is never
+written after; it is garbage that compaction reclaims.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+from thermofs.fs.errors import CorruptChunk, NoSpace
+
+# 64 MiB: small enough that compaction rewrites a segment in well under a second, large enough that a
+# 1 TiB volume needs only 16k files.
+SEGMENT_BYTES = 64 << 20
+# Read descriptors kept open at once; older ones are closed and reopened on demand.
+MAX_READ_FDS = 256
+
+
+def segment_name(seg_id: int) -> str:
+    return f"{seg_id:08d}.seg"
+
+
+class SegmentStore:
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._read_fds: dict[int, int] = {}
+        existing = self.segment_ids()
+        self._active_id = (existing[-1] + 1) if existing else 1
+        self._active_fd = -1
+        self._active_size = 0
+        self._unsynced: dict[int, int] = {}  # segment id -> fd written since the last sync
+
+    def segment_ids(self) -> list[int]:
+        return sorted(int(p.name[:-4]) for p in self.dir.glob("*.seg") if p.name[:-4].isdigit())
+
+    def path(self, seg_id: int) -> Path:
+        return self.dir / segment_name(seg_id)
+
+    def _open_active(self) -> None:
+        self._active_fd = os.open(self.path(self._active_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._active_size = os.fstat(self._active_fd).st_size
+
+    def append(self, frames: list[bytes]) -> list[tuple[int, int]]:
+        """Append frames; return (segment id, offset) of each. On a full disk, nothing is left half-written."""
+        out: list[tuple[int, int]] = []
+        with self._lock:
+            i = 0
+            while i < len(frames):
+                if self._active_fd < 0 or self._active_size >= self.segment_bytes:
+                    self._roll()
+                # One write per run of frames that fits into the active segment.
+                j, room, run = i, self.segment_bytes - self._active_size, []
+                while j < len(frames) and (not run or len(frames[j]) <= room):
+                    run.append(frames[j])
+                    room -= len(frames[j])
+                    j += 1
+                blob = b"".join(run)
+                start = self._active_size
+                try:
+                    written = os.write(self._active_fd, blob)
+                    while written < len(blob):
+                        written += os.write(self._active_fd, memoryview(blob)[written:])
+                except OSError as e:
+                    os.ftruncate(self._active_fd, start)
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise NoSpace("store disk full while appending to a segment") from e
+                    raise
+                off = start
+                for frame in run:
+                    out.append((self._active_id, off))
+                    off += len(frame)
+                self._active_size = off
+                self._unsynced[self._active_id] = self._active_fd
+                i = j
+        return out
+
+    def _roll(self) -> None:
+        if self._active_fd >= 0:
+            if self._active_id in self._unsynced:
+                os.fdatasync(self._active_fd)
+                del self._unsynced[self._active_id]
+            os.close(self._active_fd)
+            self._active_id += 1
+        self._open_active()
+
+    def sync(self) -> None:
+        """Make every appended frame durable (invariant 1: data before pointer)."""
+        # Under the lock: a concurrent roll must not close a descriptor we are about to sync.
+        with self._lock:
+            for seg_id, fd in list(self._unsynced.items()):
+                try:
+                    os.fdatasync(fd)
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise NoSpace("store disk full while syncing a segment") from e
+                    raise
+                del self._unsynced[seg_id]
+
+    def _read_fd(self, seg_id: int) -> int:
+        with self._lock:
+            fd = self._read_fds.get(seg_id)
+            if fd is None:
+                if len(self._read_fds) >= MAX_READ_FDS:
+                    for old in self._read_fds.values():
+                        os.close(old)
+                    self._read_fds.clear()
+                try:
+                    fd = os.open(self.path(seg_id), os.O_RDONLY)
+                except FileNotFoundError:
+                    raise CorruptChunk(f"segment {segment_name(seg_id)} is missing") from None
+                self._read_fds[seg_id] = fd
+            return fd
+
+    def read(self, seg_id: int, offset: int, length: int) -> bytes:
+        data = os.pread(self._read_fd(seg_id), length, offset)
+        if len(data) != length:
+            raise CorruptChunk(f"segment {segment_name(seg_id)} is truncated at offset {offset}")
+        return data
+
+    def physical_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.glob("*.seg"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._active_fd >= 0:
+                if self._unsynced:
+                    os.fdatasync(self._active_fd)
+                os.close(self._active_fd)
+                self._active_fd = -1
+            self._unsynced.clear()
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()

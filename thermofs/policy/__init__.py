@@ -1,0 +1,1 @@
+"""Access tracking, hot/cold classification and background recompression (not built yet)."""

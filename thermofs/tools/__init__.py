@@ -1,0 +1,1 @@
+"""Admin commands: stats (fsck, compact, cool and train come with their issues)."""

@@ -9,7 +9,9 @@ Key layout (every integer big-endian, so cursor order is numeric order and prefi
                                                    id, codec param, raw length, xxh3, tier)
     symlinks      ino u64                          target bytes
     xattrs        ino u64 + name bytes             value bytes
-    orphans       ino u64                          b"" (nlink 0 but still open; purged at next mount)
+    orphans       ino u64                          b"" (nlink 0 but open) or parent u64 + hidden name
+                                                   (unlinked while open, renamed to a hidden name);
+                                                   either way reclaimed at the next mount
     garbage       segment id u32                   garbage bytes u64 (dead frames in that segment)
     counters      name (ascii)                     i64 running total (see COUNTERS, codec/<id>/...)
 
@@ -267,11 +269,18 @@ class Txn:
             yield k[8:]
 
     # -- orphans --------------------------------------------------------------------------------------
-    def add_orphan(self, ino: int) -> None:
-        self._txn.put(U64.pack(ino), b"", db=self._db["orphans"])
+    def add_orphan(self, ino: int, parent: int = 0, name: bytes = b"") -> None:
+        self._txn.put(U64.pack(ino), U64.pack(parent) + name if parent else b"", db=self._db["orphans"])
 
-    def orphans(self) -> list[int]:
-        return [U64.unpack(k)[0] for k in self._txn.cursor(db=self._db["orphans"]).iternext(values=False)]
+    def del_orphan(self, ino: int) -> None:
+        self._txn.delete(U64.pack(ino), db=self._db["orphans"])
+
+    def orphans(self) -> list[tuple[int, int, bytes]]:
+        """(ino, parent, hidden name) of every orphan; parent 0 for an inode with no name left."""
+        out = []
+        for k, v in self._txn.cursor(db=self._db["orphans"]):
+            out.append((U64.unpack(k)[0], U64.unpack(v[:8])[0] if v else 0, v[8:]))
+        return out
 
     def garbage_by_segment(self) -> dict[int, int]:
         return {U32.unpack(k)[0]: U64.unpack(v)[0] for k, v in self._txn.cursor(db=self._db["garbage"])}

@@ -144,11 +144,16 @@ def _configure(conn: Any, config: Any) -> None:
     if conn is not None:
         conn.max_readahead = READ_AHEAD_KB << 10
     if config is not None:
-        # Real inode numbers (stable across remounts); unlinked open files stay reachable through
-        # their handle instead of being renamed to .fuse_hidden files.
+        # Real inode numbers (stable across remounts). hard_remove stays off: libfuse then renames a
+        # file unlinked while open to a hidden name, so fstat() on it keeps working (with
+        # hard_remove the path-based API answers ESTALE); the volume reclaims such files after a crash.
         config.use_ino = 1
-        config.hard_remove = 1
         config.nullpath_ok = 1
+        # The path-based libfuse API gives each name of a hard-linked file its own kernel inode, so a
+        # cached size or link count of one name goes stale when the file changes through another.
+        # Attributes are therefore never cached (libfuse3 still invalidates cached pages when size
+        # or mtime change: auto_inval_data).
+        config.attr_timeout = 0.0
 
 
 def setup_logging(store: Path, to_stderr: bool) -> None:

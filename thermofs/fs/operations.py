@@ -44,6 +44,8 @@ ERRNO: dict[type[Exception], int] = {
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1
+# libfuse renames a file unlinked while open to this prefix and unlinks it at the last close.
+HIDDEN_PREFIX = ".fuse_hidden"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -165,7 +167,8 @@ class Operations(mfusepy.Operations):
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         if flags & ~RENAME_NOREPLACE:
             raise InvalidArgument("only RENAME_NOREPLACE is supported")
-        self.volume.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE))
+        self.volume.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE),
+                           hide=new.rpartition("/")[2].startswith(HIDDEN_PREFIX))
         return 0
 
     @translate

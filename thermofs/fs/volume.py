@@ -257,6 +257,7 @@ class Volume:
             now = time.time_ns()
             t.del_dirent(parent.ino, name)
             t.put_inode(parent.evolve(mtime=now, ctime=now))
+            t.del_orphan(ino)  # the last close of a hidden file unlinks it: no longer an orphan
             self._drop_link(t, inode, now)
 
     def rmdir(self, path: str) -> None:
@@ -303,7 +304,9 @@ class Volume:
         t.delete_inode(inode.ino)
         self.cache.discard_inode(inode.ino)
 
-    def rename(self, old: str, new: str, noreplace: bool = False) -> None:
+    def rename(self, old: str, new: str, noreplace: bool = False, hide: bool = False) -> None:
+        """Rename; ``hide`` marks the new name as a file unlinked while open (libfuse renames such a
+        file to a hidden name and unlinks that at the last close), so a crash cannot leak it."""
         with self.meta.write() as t:
             src_parent, src_name = self._resolve_parent(t, old)
             ino = t.lookup(src_parent.ino, src_name)
@@ -350,6 +353,8 @@ class Volume:
                 t.put_inode(dst_parent.evolve(mtime=now, ctime=now, nlink=dst_parent.nlink + delta))
             inode = self._get(t, ino)  # re-read: a parent update above may have been this inode's
             t.put_inode(inode.evolve(ctime=now, parent=dst_parent.ino if is_dir else 0))
+            if hide and not is_dir:
+                t.add_orphan(ino, dst_parent.ino, dst_name)
 
     # -- open files ---------------------------------------------------------------------------------
     def open(self, ino: int) -> int:
@@ -622,11 +627,18 @@ class Volume:
 
     def _purge_orphans(self) -> None:
         """Files unlinked while open when the daemon died: nothing can reach them any more."""
+        now = time.time_ns()
         with self.meta.write() as t:
-            for ino in t.orphans():
+            for ino, parent, name in t.orphans():
+                t.del_orphan(ino)
                 inode = t.get_inode(ino)
-                if inode is not None:
+                if inode is None:
+                    continue
+                if not parent:
                     self._destroy(t, inode)
+                elif t.lookup(parent, name) == ino:
+                    t.del_dirent(parent, name)
+                    self._drop_link(t, inode, now)
 
     def iter_inodes(self) -> Iterator[Inode]:
         with self.meta.read() as t:

@@ -1,0 +1,124 @@
+"""Real mount: copy real trees in with ``cp -a``, compare with ``diff -r``, remount, compare again."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount, require_tool
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+STDLIB_PACKAGES = ("json", "email", "http", "xml", "asyncio", "unittest", "logging", "concurrent",
+                   "importlib", "urllib")
+
+
+def _sources() -> list[Path]:
+    if not CORPORA.is_dir():
+        pytest.skip(f"shared corpora not found at {CORPORA}")
+    pkgs = [STDLIB / p for p in STDLIB_PACKAGES if (STDLIB / p).is_dir()]
+    if len(pkgs) < len(STDLIB_PACKAGES):
+        pytest.skip("some standard library packages are missing")
+    return [CORPORA, *pkgs]
+
+
+def _diff(src: Path, dst: Path) -> None:
+    r = subprocess.run(["diff", "-r", "--no-dereference", str(src), str(dst)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, f"diff -r {src} {dst} (exit {r.returncode}):\n{r.stdout[-4000:]}{r.stderr[-2000:]}"
+
+
+def _stats(root: Path) -> dict[str, tuple[int, int, int, int, int]]:
+    """relative path -> (mode, mtime_ns, size, uid, gid) of every entry below ``root``."""
+    out: dict[str, tuple[int, int, int, int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            out[str(p.relative_to(root))] = (st.st_mode, st.st_mtime_ns, st.st_size, st.st_uid, st.st_gid)
+    return out
+
+
+def _check_metadata(src: Path, dst: Path, data_only: bool = False) -> None:
+    """Mode, mtime (to the nanosecond: cp -a copies it with utimensat), size and owner match."""
+    want, got = _stats(src), _stats(dst)
+    assert sorted(got) == sorted(want)
+    bad = []
+    for rel, (mode, mtime, size, uid, gid) in want.items():
+        g = got[rel]
+        if stat.S_ISLNK(mode):
+            # symlink mtimes are copied too, but their mode bits are always 0777
+            if g[0] != mode:
+                bad.append((rel, "mode", oct(mode), oct(g[0])))
+            continue
+        if g[0] != mode:
+            bad.append((rel, "mode", oct(mode), oct(g[0])))
+        if stat.S_ISREG(mode) and g[2] != size:
+            bad.append((rel, "size", size, g[2]))
+        if g[1] != mtime and not (stat.S_ISDIR(mode) and data_only):
+            bad.append((rel, "mtime_ns", mtime, g[1]))
+        if (g[3], g[4]) != (uid, gid):
+            bad.append((rel, "owner", (uid, gid), (g[3], g[4])))
+    assert not bad, f"{len(bad)} metadata mismatches, first: {bad[:10]}"
+
+
+def test_cp_a_diff_remount(make_mount: Callable[..., Mount]) -> None:
+    require_tool("cp")
+    require_tool("diff")
+    sources = _sources()
+    m = make_mount()
+    targets = []
+    for src in sources:
+        dst = m.mountpoint / ("corpora" if src == CORPORA else f"stdlib-{src.name}")
+        r = subprocess.run(["cp", "-a", str(src), str(dst)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"cp -a {src} failed: {r.stderr[-3000:]}"
+        targets.append((src, dst))
+
+    for src, dst in targets:
+        _diff(src, dst)
+        _check_metadata(src, dst)
+
+    # A few files, checked through os.stat explicitly (what ls -l shows).
+    picked = [CORPORA / "canterbury", STDLIB / "json" / "__init__.py", STDLIB / "email" / "message.py",
+              STDLIB / "unittest" / "mock.py"]
+    picked = [p for p in picked if p.exists()]
+    before = {}
+    for p in picked:
+        rel = ("corpora" / p.relative_to(CORPORA)) if p.is_relative_to(CORPORA) \
+            else Path(f"stdlib-{p.relative_to(STDLIB).parts[0]}", *p.relative_to(STDLIB).parts[1:])
+        st = os.stat(m.mountpoint / rel)
+        sst = os.stat(p)
+        assert stat.S_IMODE(st.st_mode) == stat.S_IMODE(sst.st_mode)
+        assert st.st_mtime_ns == sst.st_mtime_ns
+        before[rel] = (st.st_mode, st.st_mtime_ns, st.st_size, st.st_ino)
+
+    m.remount()
+
+    for src, dst in targets:
+        _diff(src, dst)
+        _check_metadata(src, dst)
+    for rel, (mode, mtime, size, ino) in before.items():
+        st = os.stat(m.mountpoint / rel)
+        assert (st.st_mode, st.st_mtime_ns, st.st_size, st.st_ino) == (mode, mtime, size, ino)
+
+    # ls -l itself sees the same modes and sizes as on the source.
+    r = subprocess.run(["ls", "-ln", "--time-style=+%s", str(m.mountpoint / "stdlib-json")],
+                       capture_output=True, text=True, check=True)
+    r0 = subprocess.run(["ls", "-ln", "--time-style=+%s", str(STDLIB / "json")],
+                        capture_output=True, text=True, check=True)
+    assert _ls_fields(r.stdout) == _ls_fields(r0.stdout)
+
+
+def _ls_fields(text: str) -> list[tuple[str, ...]]:
+    """mode, links, owner, group, size (files only: directory sizes are filesystem-specific), mtime, name."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        mode, links, uid, gid, size, mtime, name = line.split(None, 6)
+        rows.append((mode, links, uid, gid, "-" if mode.startswith("d") else size, mtime, name))
+    return rows

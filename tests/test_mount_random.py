@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import Mount
 
 FILES = 3
-OPS = 6000
+OPS = 4500
 REMOUNTS = 4
 MAX_WRITE = 300 << 10
 MAX_SIZE = 3 << 20  # keep files small enough that whole-file comparisons stay cheap
@@ -67,7 +67,7 @@ def _compare_whole(mnt_path: Path, model_path: Path, ctx: str) -> None:
 @pytest.mark.parametrize("chunk_size, options", [
     pytest.param(4 << 10, None, id="4K"),
     pytest.param(64 << 10, None, id="64K"),
-    pytest.param(4 << 10, "direct_io", id="4K-direct_io"),
+    pytest.param(4 << 10, "direct_io,dirty_size=512K", id="4K-direct_io-small_dirty"),
 ])
 def test_random_operations(make_mount: Callable[..., Mount], tmp_path: Path, chunk_size: int,
                            options: str | None) -> None:

@@ -94,7 +94,11 @@ class ZstdCodec(Codec):
 
     def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
         try:
-            # max_output_size bounds the allocation even if the zstd header lies about the size.
+            # zstandard allocates what the zstd header's content size says, whatever
+            # max_output_size is: check it against the verified raw length before decoding.
+            content = zstandard.frame_content_size(payload)
+            if content != raw_len:
+                raise CorruptFrame(f"zstd content size {content} does not match raw length {raw_len}")
             out = self._decompressor().decompress(payload, max_output_size=raw_len)
         except zstandard.ZstdError as e:
             raise CorruptFrame(f"zstd: {e}") from e

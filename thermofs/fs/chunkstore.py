@@ -35,6 +35,26 @@ class ChunkStore:
                            tier)
                 for (seg, off), (_, info) in zip(places, encoded)]
 
+    def encode_append(self, raw: bytes) -> ChunkEntry | None:
+        """Encode one chunk with the hot codec and append it (not yet synced); None for all zeros,
+        which is stored as a hole."""
+        if not raw or (raw[0] == 0 and raw[-1] == 0 and raw.count(0) == len(raw)):
+            return None
+        frame, info = encode_frame(raw, self.hot)
+        [(seg, off)] = self.segments.append([frame])
+        return ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len, info.checksum, 0)
+
+    def sync(self) -> None:
+        self.segments.sync()
+
+    def dead_segments(self, garbage: dict[int, int]) -> list[int]:
+        """Segments (not the active one) whose every byte is accounted as garbage."""
+        active = self.segments.active_id
+        return [seg for seg, dead in garbage.items() if seg != active and dead >= self.segments.size_of(seg)]
+
+    def remove_segment(self, seg_id: int) -> None:
+        self.segments.remove(seg_id)
+
     def read(self, entry: ChunkEntry) -> bytes:
         """Read and verify one chunk; any mismatch with its map entry is CorruptChunk (EIO)."""
         if entry.frame_len > self.chunk_size + 4096 or entry.raw_len > self.chunk_size:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -112,6 +112,8 @@ class Txn:
         self._txn = txn
         self._db = dbs
         self.deltas: dict[str, int] = {}
+        # (segment, offset, length) of frames this transaction made garbage
+        self.freed: list[tuple[int, int, int]] = []
 
     # -- counters -------------------------------------------------------------------------------------
     def bump(self, name: str, delta: int) -> None:
@@ -226,13 +228,16 @@ class Txn:
         self.bump(_codec_counter(entry.codec_id, "chunks"), -1)
         self.bump(_codec_counter(entry.codec_id, "raw_bytes"), -entry.raw_len)
         self.bump(_codec_counter(entry.codec_id, "stored_bytes"), -entry.frame_len)
-        self.add_garbage(entry.segment, entry.frame_len)
+        self.add_garbage(entry)
 
-    def add_garbage(self, segment: int, nbytes: int) -> None:
-        key = U32.pack(segment)
+    def add_garbage(self, entry: ChunkEntry) -> None:
+        """The frame of ``entry`` is dead: account it to its segment."""
+        key = U32.pack(entry.segment)
         raw = self._txn.get(key, db=self._db["garbage"])
-        self._txn.put(key, U64.pack((U64.unpack(raw)[0] if raw else 0) + nbytes), db=self._db["garbage"])
-        self.bump("garbage_bytes", nbytes)
+        self._txn.put(key, U64.pack((U64.unpack(raw)[0] if raw else 0) + entry.frame_len),
+                      db=self._db["garbage"])
+        self.bump("garbage_bytes", entry.frame_len)
+        self.freed.append((entry.segment, entry.offset, entry.frame_len))
 
     def chunks_of(self, ino: int, start: int = 0) -> Iterator[tuple[int, ChunkEntry]]:
         prefix = U64.pack(ino)
@@ -272,8 +277,12 @@ class Txn:
     def add_orphan(self, ino: int, parent: int = 0, name: bytes = b"") -> None:
         self._txn.put(U64.pack(ino), U64.pack(parent) + name if parent else b"", db=self._db["orphans"])
 
-    def del_orphan(self, ino: int) -> None:
-        self._txn.delete(U64.pack(ino), db=self._db["orphans"])
+    def del_orphan(self, ino: int, parent: int | None = None, name: bytes = b"") -> None:
+        """Forget an orphan; with ``parent``, only if the record is for that hidden name."""
+        key = U64.pack(ino)
+        if parent is not None and self._txn.get(key, db=self._db["orphans"]) != U64.pack(parent) + name:
+            return
+        self._txn.delete(key, db=self._db["orphans"])
 
     def orphans(self) -> list[tuple[int, int, bytes]]:
         """(ino, parent, hidden name) of every orphan; parent 0 for an inode with no name left."""
@@ -284,6 +293,14 @@ class Txn:
 
     def garbage_by_segment(self) -> dict[int, int]:
         return {U32.unpack(k)[0]: U64.unpack(v)[0] for k, v in self._txn.cursor(db=self._db["garbage"])}
+
+    def forget_segment(self, segment: int) -> None:
+        """A dead segment was deleted: its garbage is gone from the store."""
+        key = U32.pack(segment)
+        raw = self._txn.get(key, db=self._db["garbage"])
+        if raw is not None:
+            self.bump("garbage_bytes", -U64.unpack(raw)[0])
+            self._txn.delete(key, db=self._db["garbage"])
 
 
 def _map_lmdb_error(e: lmdb.Error) -> Exception:
@@ -296,7 +313,11 @@ def _map_lmdb_error(e: lmdb.Error) -> Exception:
 class MetaStore:
     """The LMDB environment of a volume. Thread-safe: LMDB serializes writers, readers never block."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False,
+                 on_freed: Callable[[list[tuple[int, int, int]]], None] | None = None) -> None:
+        """``on_freed`` is called after each commit that made frames garbage (the segment store
+        punches them out of their files, so deleting data frees disk space at once)."""
+        self._on_freed = on_freed
         try:
             self.env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=len(DBS) + 2, subdir=True,
                                  readonly=readonly, create=not readonly, lock=True,
@@ -338,6 +359,8 @@ class MetaStore:
         except BaseException:
             txn.abort()
             raise
+        if t.freed and self._on_freed is not None:
+            self._on_freed(t.freed)
 
     def sync(self) -> None:
         try:

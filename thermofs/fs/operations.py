@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import os
 import stat
 import time
 from collections.abc import Callable
@@ -102,8 +103,9 @@ class Operations(mfusepy.Operations):
         self.volume.close()
 
     def _ino(self, path: str | None, fh: int | None) -> int:
+        """The inode of an open file handle, else of the path."""
         if fh:
-            return fh
+            return self.volume.ino_of(fh)
         if path is None:
             raise InvalidArgument("no path and no file handle")
         return self.volume.resolve(path)
@@ -114,6 +116,7 @@ class Operations(mfusepy.Operations):
 
     @translate
     def opendir(self, path: str) -> int:
+        """A directory's handle is its inode number."""
         ino = self.volume.resolve(path)
         self.volume.readdir(ino)  # raises NotADir early
         return ino
@@ -121,7 +124,7 @@ class Operations(mfusepy.Operations):
     @translate
     def readdir(self, path: str | None, fh: int) -> list[tuple[str, dict[str, int], int]]:
         return [(name, {"st_ino": ino, "st_mode": kind}, 0)
-                for name, ino, kind in self.volume.readdir(self._ino(path, fh))]
+                for name, ino, kind in self.volume.readdir(fh or self.volume.resolve(path or "/"))]
 
     def releasedir(self, path: str | None, fh: int) -> int:
         return 0
@@ -201,7 +204,9 @@ class Operations(mfusepy.Operations):
 
     @translate
     def open(self, path: str, flags: int) -> int:
-        return self.volume.open(self.volume.resolve(path))
+        # libfuse3 asks for atomic O_TRUNC: the kernel sends no separate truncate.
+        return self.volume.open(self.volume.resolve(path), truncate=bool(flags & os.O_TRUNC),
+                                writable=(flags & os.O_ACCMODE) != os.O_RDONLY)
 
     @translate
     def create(self, path: str, mode: int, flags: int = 0) -> int:

@@ -7,18 +7,25 @@ written after; it is garbage that compaction reclaims.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import logging
 import os
 import threading
 from pathlib import Path
 
 from thermofs.fs.errors import CorruptChunk, NoSpace
 
+log = logging.getLogger("thermofs.segments")
+
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
 # 64 MiB: small enough that compaction rewrites a segment in well under a second, large enough that a
 # 1 TiB volume needs only 16k files.
 SEGMENT_BYTES = 64 << 20
-# Read descriptors kept open at once; older ones are closed and reopened on demand.
-MAX_READ_FDS = 256
+# Read descriptors kept open (cached descriptors are never closed while in use: reads of segments
+# beyond this many open and close their own descriptor).
+MAX_READ_FDS = 512
 
 
 def segment_name(seg_id: int) -> str:
@@ -103,29 +110,77 @@ class SegmentStore:
                     raise
                 del self._unsynced[seg_id]
 
-    def _read_fd(self, seg_id: int) -> int:
+    def read(self, seg_id: int, offset: int, length: int) -> bytes:
         with self._lock:
             fd = self._read_fds.get(seg_id)
+            own = fd is None and len(self._read_fds) >= MAX_READ_FDS
             if fd is None:
-                if len(self._read_fds) >= MAX_READ_FDS:
-                    for old in self._read_fds.values():
-                        os.close(old)
-                    self._read_fds.clear()
                 try:
                     fd = os.open(self.path(seg_id), os.O_RDONLY)
                 except FileNotFoundError:
                     raise CorruptChunk(f"segment {segment_name(seg_id)} is missing") from None
-                self._read_fds[seg_id] = fd
-            return fd
-
-    def read(self, seg_id: int, offset: int, length: int) -> bytes:
-        data = os.pread(self._read_fd(seg_id), length, offset)
+                if not own:
+                    self._read_fds[seg_id] = fd
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            if own:
+                os.close(fd)
         if len(data) != length:
             raise CorruptChunk(f"segment {segment_name(seg_id)} is truncated at offset {offset}")
         return data
 
+    def punch(self, ranges: list[tuple[int, int, int]]) -> None:
+        """Free the disk blocks of dead frames (segment, offset, length) in place.
+
+        Only the given byte ranges change (to zeros), so neighbouring live frames are untouched;
+        the segment keeps its size. Best effort: a filesystem without hole punching keeps the bytes
+        until compaction rewrites the segment.
+        """
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        by_segment: dict[int, list[tuple[int, int]]] = {}
+        for seg, off, length in ranges:
+            by_segment.setdefault(seg, []).append((off, length))
+        for seg, spans in by_segment.items():
+            try:
+                fd = os.open(self.path(seg), os.O_WRONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                for off, length in spans:
+                    if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
+                        err = ctypes.get_errno()
+                        if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+                            return
+                        log.warning("punching %d bytes at %d of segment %d: %s", length, off, seg,
+                                    os.strerror(err))
+            finally:
+                os.close(fd)
+
+    def remove(self, seg_id: int) -> None:
+        """Delete a segment that holds no live frame (never the active one)."""
+        with self._lock:
+            if seg_id == self._active_id:
+                return
+            fd = self._read_fds.pop(seg_id, None)
+            if fd is not None:
+                os.close(fd)
+            self.path(seg_id).unlink(missing_ok=True)
+
+    def size_of(self, seg_id: int) -> int:
+        try:
+            return self.path(seg_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @property
+    def active_id(self) -> int:
+        return self._active_id
+
     def physical_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("*.seg"))
+        """Disk space the segments use (holes of punched-out dead frames excluded)."""
+        return sum(p.stat().st_blocks * 512 for p in self.dir.glob("*.seg"))
 
     def close(self) -> None:
         with self._lock:

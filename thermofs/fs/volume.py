@@ -1,8 +1,7 @@
 """The volume API: files and directories over the chunk map. Knows nothing of FUSE or errno.
 
-Data path: a write lands in a per-chunk write buffer of the open file; a chunk is encoded once, when its
-buffer is flushed (a batch of full chunks, memory pressure, flush/fsync/close), never once per 4 KiB
-write. Reads come from the write buffer, then the decoded-chunk cache, then the chunk store.
+The data path of an open file is fs/openfile.py: a chunk is encoded once, when it is full or at
+close/fsync, never once per 4 KiB write. This module is the namespace and the open-file table.
 
 Locks: one lock per open file guards its buffers and size and every cache entry of that inode (so a
 reader can never put stale bytes back into the cache); namespace changes run in one LMDB write
@@ -12,42 +11,31 @@ other way round.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import (Exists, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir, NotEmpty,
-                                NotFound, NotPermitted, NotSupported)
+from thermofs.fs.errors import (Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir,
+                                NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import ROOT_INO, Inode, MetaStore, Txn
+from thermofs.fs.openfile import OpenFile, WriteBudget
+
+log = logging.getLogger("thermofs.volume")
 
 NAME_MAX = 255
 XATTR_CREATE = 1
 XATTR_REPLACE = 2
-# Full chunks are encoded in batches of this many bytes: large enough that both cores compress in
-# parallel and one segment sync plus one commit covers 64 chunks, small enough to stay off the
-# memory bound.
-FLUSH_BATCH_BYTES = 4 << 20
-# Bound on buffered, not yet encoded data across all open files; past it a writer flushes its file.
+# Bound on buffered, not yet encoded data across all open files; past it a writer waits for the
+# encoder and then commits its file. 64 MiB: 1,024 chunks of 64 KiB, far more than two cores can
+# have in flight, so the bound only bites when the disk is slower than the encoder.
 DEFAULT_DIRTY_BYTES = 64 << 20
-
-
-@dataclass
-class OpenFile:
-    """State of an inode while it is open (or briefly, during a path-based truncate)."""
-
-    ino: int
-    size: int
-    mtime: int
-    ctime: int
-    opens: int = 0
-    dirty: dict[int, bytearray] = field(default_factory=dict)
-    attr_dirty: bool = False
-    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 @dataclass(frozen=True)
@@ -73,16 +61,18 @@ def _name(name: str) -> bytes:
 
 
 class Volume:
-    def __init__(self, meta: MetaStore, chunks: ChunkStore, cache: ChunkCache,
+    def __init__(self, meta: MetaStore, chunks: ChunkStore, cache: ChunkCache, pool: ThreadPoolExecutor,
                  dirty_limit: int = DEFAULT_DIRTY_BYTES) -> None:
         self.meta = meta
         self.chunks = chunks
         self.cache = cache
         self.chunk_size = chunks.chunk_size
-        self.dirty_limit = dirty_limit
-        self._files: dict[int, OpenFile] = {}
+        self._pool = pool
+        self._budget = WriteBudget(dirty_limit)
+        self._files: dict[int, OpenFile] = {}  # inode -> its state while any handle is open
+        self._handles: dict[int, tuple[OpenFile, bool]] = {}  # handle -> (file, opened for writing)
+        self._next_handle = 1
         self._files_lock = threading.Lock()
-        self._dirty_bytes = 0
         self._counts_lock = threading.Lock()
         self._read_bytes = 0
         self._write_bytes = 0
@@ -126,9 +116,7 @@ class Volume:
         with self.meta.read() as t:
             inode = self._get(t, ino)
         f = self._files.get(ino)
-        if f is not None:
-            inode = inode.evolve(size=f.size, mtime=f.mtime, ctime=f.ctime)
-        return inode
+        return f.overlay(inode) if f is not None else inode
 
     def lookup_attr(self, path: str) -> Inode:
         return self.getattr(self.resolve(path))
@@ -137,32 +125,26 @@ class Volume:
                 atime: int | None = None, mtime: int | None = None) -> None:
         """chmod/chown/utimens (a uid or gid of -1 means unchanged); ctime is set to now."""
         now = time.time_ns()
+        changes: dict[str, int] = {}
+        if uid is not None and uid != -1:
+            changes["uid"] = uid
+        if gid is not None and gid != -1:
+            changes["gid"] = gid
+        if atime is not None:
+            changes["atime"] = atime
         f = self._files.get(ino)
         if f is not None:
             with f.lock:
-                self._setattr(ino, mode, uid, gid, atime, mtime, now, f)
-        else:
-            self._setattr(ino, mode, uid, gid, atime, mtime, now, None)
-
-    def _setattr(self, ino: int, mode: int | None, uid: int | None, gid: int | None, atime: int | None,
-                 mtime: int | None, now: int, f: OpenFile | None) -> None:
+                if self._files.get(ino) is f:  # not released meanwhile
+                    f.set_attrs(changes, mode, mtime, now)
+                    return
         with self.meta.write() as t:
             inode = self._get(t, ino)
-            changes: dict[str, int] = {"ctime": now}
+            changes["ctime"] = now
             if mode is not None:
                 changes["mode"] = stat.S_IFMT(inode.mode) | stat.S_IMODE(mode)
-            if uid is not None and uid != -1:
-                changes["uid"] = uid
-            if gid is not None and gid != -1:
-                changes["gid"] = gid
-            if atime is not None:
-                changes["atime"] = atime
             if mtime is not None:
                 changes["mtime"] = mtime
-            if f is not None:
-                f.mtime = mtime if mtime is not None else f.mtime
-                f.ctime = now
-                changes["mtime"] = f.mtime
             t.put_inode(inode.evolve(**changes))
 
     # -- directories --------------------------------------------------------------------------------
@@ -257,8 +239,9 @@ class Volume:
             now = time.time_ns()
             t.del_dirent(parent.ino, name)
             t.put_inode(parent.evolve(mtime=now, ctime=now))
-            t.del_orphan(ino)  # the last close of a hidden file unlinks it: no longer an orphan
+            t.del_orphan(ino, parent.ino, name)  # last close of a hidden file: no longer an orphan
             self._drop_link(t, inode, now)
+        self._reclaim()
 
     def rmdir(self, path: str) -> None:
         with self.meta.write() as t:
@@ -325,6 +308,7 @@ class Volume:
                         break
                     walk = self._get(t, walk).parent
             now = time.time_ns()
+            replaced = False
             target_ino = t.lookup(dst_parent.ino, dst_name)
             if target_ino is not None:
                 if noreplace:
@@ -343,6 +327,7 @@ class Volume:
                     if stat.S_ISDIR(target.mode):
                         raise IsADir(new)
                     self._drop_link(t, target, now)
+                    replaced = True
             t.del_dirent(src_parent.ino, src_name)
             t.put_dirent(dst_parent.ino, dst_name, ino, inode.mode)
             if src_parent.ino == dst_parent.ino:
@@ -355,227 +340,132 @@ class Volume:
             t.put_inode(inode.evolve(ctime=now, parent=dst_parent.ino if is_dir else 0))
             if hide and not is_dir:
                 t.add_orphan(ino, dst_parent.ino, dst_name)
+        if replaced:
+            self._reclaim()
 
     # -- open files ---------------------------------------------------------------------------------
-    def open(self, ino: int) -> int:
-        """Open an inode; the returned handle is the inode number (stable, never reused)."""
+    def open(self, ino: int, truncate: bool = False, writable: bool = True) -> int:
+        """Open an inode and return a handle for it.
+
+        ``truncate`` (O_TRUNC) empties the file as part of the open.
+        """
         with self.meta.read() as t:
             inode = self._get(t, ino)
         if stat.S_ISDIR(inode.mode):
             raise IsADir(f"inode {ino}")
+        fh = self._acquire(inode, writable)
+        if truncate:
+            try:
+                self._files[ino].truncate(0)
+            except BaseException:
+                self.release(fh)
+                raise
+        return fh
+
+    def _acquire(self, inode: Inode, writable: bool) -> int:
         with self._files_lock:
-            f = self._files.get(ino)
+            f = self._files.get(inode.ino)
             if f is None:
-                f = self._files[ino] = OpenFile(ino, inode.size, inode.mtime, inode.ctime)
+                f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache,
+                                                      self._budget, self._pool)
             f.opens += 1
-        return ino
+            fh = self._next_handle
+            self._next_handle += 1
+            self._handles[fh] = (f, writable)
+            return fh
 
     def create(self, path: str, mode: int, uid: int, gid: int) -> tuple[int, Inode]:
         inode = self.mknod(path, stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
         return self.open(inode.ino), inode
 
     def _open_file(self, fh: int) -> OpenFile:
-        f = self._files.get(fh)
-        if f is None:
-            raise InvalidArgument(f"file handle {fh} is not open")
-        return f
+        try:
+            return self._handles[fh][0]
+        except KeyError:
+            raise InvalidArgument(f"file handle {fh} is not open") from None
+
+    def ino_of(self, fh: int) -> int:
+        return self._open_file(fh).ino
 
     def release(self, fh: int) -> None:
         f = self._open_file(fh)
+        writable = self._handles[fh][1]
         with f.lock:
-            self._flush(f)
+            try:
+                if writable or f.opens == 1:
+                    f.commit()
+            except FsError as e:
+                # flush()/close() already reported this error to the application; at the last
+                # release nobody can retry, so the unwritable buffers are dropped.
+                if f.opens == 1:
+                    log.error("inode %d: buffered data lost at release: %s", f.ino, e)
+                    f.discard()
             with self._files_lock:
+                del self._handles[fh]
                 f.opens -= 1
                 last = f.opens == 0
                 if last:
-                    del self._files[fh]
+                    del self._files[f.ino]
         if last:
-            with self.meta.write() as t:
-                inode = t.get_inode(fh)
-                if inode is not None and inode.nlink == 0:
-                    self._destroy(t, inode)
+            with self.meta.read() as t:
+                inode = t.get_inode(f.ino)
+            if inode is not None and inode.nlink == 0:
+                with self.meta.write() as t:
+                    inode = t.get_inode(f.ino)
+                    if inode is not None and inode.nlink == 0:
+                        self._destroy(t, inode)
+                self._reclaim()
 
     def flush(self, fh: int) -> None:
-        """close()/fsync(): encode every buffered chunk, sync the segment, commit (invariant 2)."""
+        """close(): a handle that may have written commits the file (invariant 2)."""
         f = self._open_file(fh)
-        with f.lock:
-            self._flush(f)
+        if self._handles[fh][1]:
+            f.commit()
 
-    fsync = flush
+    def fsync(self, fh: int) -> None:
+        """fsync()/fdatasync(): encode every buffered chunk, sync the segments, commit."""
+        self._open_file(fh).commit()
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
-        f = self._open_file(fh)
-        cs = self.chunk_size
-        with f.lock:
-            end = min(offset + size, f.size)
-            if offset >= end:
-                return b""
-            parts: list[bytes] = []
-            pos = offset
-            while pos < end:
-                index, within = divmod(pos, cs)
-                n = min(cs - within, end - pos)
-                chunk = self._chunk(f, index)
-                piece = chunk[within:within + n]
-                if len(piece) < n:
-                    piece = bytes(piece) + bytes(n - len(piece))  # hole or short last chunk
-                parts.append(piece)
-                pos += n
-        out = b"".join(parts)
+        out = self._open_file(fh).read(offset, size)
         with self._counts_lock:
             self._read_bytes += len(out)
         return out
 
-    def _chunk(self, f: OpenFile, index: int) -> bytes | bytearray:
-        """Current content of one chunk (possibly shorter than the chunk size; b"" for a hole)."""
-        buf = f.dirty.get(index)
-        if buf is not None:
-            return buf
-        key = (f.ino, index)
-        data = self.cache.get(key)
-        if data is None:
-            with self.meta.read() as t:
-                entry = t.get_chunk(f.ino, index)
-            if entry is None:
-                return b""
-            data = self.chunks.read(entry)
-            self.cache.put(key, data)
-        return data
-
     def write(self, fh: int, offset: int, data: bytes) -> int:
-        f = self._open_file(fh)
-        cs = self.chunk_size
-        with f.lock:
-            pos, src = offset, 0
-            added = 0
-            while src < len(data):
-                index, within = divmod(pos, cs)
-                n = min(cs - within, len(data) - src)
-                buf = f.dirty.get(index)
-                if buf is None:
-                    if within == 0 and n == cs:
-                        buf = bytearray()
-                    else:
-                        buf = bytearray(self._chunk(f, index))
-                    f.dirty[index] = buf
-                    self.cache.discard((f.ino, index))
-                    added += len(buf)
-                if len(buf) < within:
-                    added += within - len(buf)
-                    buf.extend(bytes(within - len(buf)))
-                before = len(buf)
-                buf[within:within + n] = data[src:src + n]
-                added += len(buf) - before
-                pos += n
-                src += n
-            f.size = max(f.size, offset + len(data))
-            f.mtime = f.ctime = time.time_ns()
-            f.attr_dirty = True
-            with self._counts_lock:
-                self._dirty_bytes += added
-                self._write_bytes += len(data)
-                over = self._dirty_bytes > self.dirty_limit
-            full = [i for i, b in f.dirty.items() if len(b) == cs]
-            if over:
-                self._flush(f)
-            elif len(full) * cs >= FLUSH_BATCH_BYTES:
-                self._flush(f, full)
-        return len(data)
+        n = self._open_file(fh).write(offset, data)
+        with self._counts_lock:
+            self._write_bytes += n
+        return n
 
     def truncate(self, ino: int, size: int) -> None:
-        with self._files_lock:
-            f = self._files.get(ino)
-            temporary = f is None
-            if f is None:
-                with self.meta.read() as t:
-                    inode = self._get(t, ino)
-                if stat.S_ISDIR(inode.mode):
-                    raise IsADir(f"inode {ino}")
-                f = self._files[ino] = OpenFile(ino, inode.size, inode.mtime, inode.ctime)
-            f.opens += 1
-        try:
-            with f.lock:
-                cs = self.chunk_size
-                if size < f.size:
-                    keep = -(-size // cs)  # chunks [0, keep) survive
-                    for index in [i for i in f.dirty if i >= keep]:
-                        self._undirty(f, index)
-                    self.cache.discard_inode(ino, keep)
-                    within = size % cs
-                    if within:
-                        last = size // cs
-                        buf = bytearray(self._chunk(f, last)[:within])
-                        if last not in f.dirty:
-                            f.dirty[last] = buf
-                            with self._counts_lock:
-                                self._dirty_bytes += len(buf)
-                        else:
-                            self._shrink(f, last, within)
-                        self.cache.discard((ino, last))
-                    f.size = size
-                    f.mtime = f.ctime = time.time_ns()
-                    f.attr_dirty = True
-                    self._flush(f, drop_from=keep)
-                elif size > f.size:
-                    f.size = size
-                    f.mtime = f.ctime = time.time_ns()
-                    f.attr_dirty = True
-                    self._flush(f)
-        finally:
-            with self._files_lock:
-                f.opens -= 1
-                if f.opens == 0 and temporary:
-                    del self._files[ino]
-
-    def _undirty(self, f: OpenFile, index: int) -> None:
-        buf = f.dirty.pop(index)
-        with self._counts_lock:
-            self._dirty_bytes -= len(buf)
-
-    def _shrink(self, f: OpenFile, index: int, length: int) -> None:
-        buf = f.dirty[index]
-        with self._counts_lock:
-            self._dirty_bytes -= len(buf) - length
-        del buf[length:]
-
-    def _flush(self, f: OpenFile, indexes: list[int] | None = None, drop_from: int | None = None) -> None:
-        """Encode and commit dirty chunks (all, or ``indexes``) plus the file's size and times."""
-        if indexes is None:
-            indexes = sorted(f.dirty)
-        if not indexes and not f.attr_dirty and drop_from is None:
+        f = self._files.get(ino)
+        if f is not None:
+            f.truncate(size)
             return
-        # All-zero chunks are stored as holes: no frame, no entry (sparse files, zeroed regions).
-        stored: list[tuple[int, bytearray]] = []
-        holes: list[int] = []
-        for i in indexes:
-            raw = f.dirty[i]
-            zero = not raw or (raw[0] == 0 and raw[-1] == 0 and raw.count(0) == len(raw))
-            if zero:
-                holes.append(i)
-            else:
-                stored.append((i, raw))
-        entries = self.chunks.write([bytes(raw) for _, raw in stored]) if stored else []
-        with self.meta.write() as t:
-            inode = t.get_inode(f.ino)
-            if inode is None:
-                return  # destroyed meanwhile; nothing to keep
-            if drop_from is not None:
-                t.delete_chunks_from(f.ino, drop_from)
-            for (index, _raw), entry in zip(stored, entries):
-                t.put_chunk(f.ino, index, entry)
-            for index in holes:
-                t.delete_chunk(f.ino, index)
-            if stat.S_ISREG(inode.mode) and inode.nlink > 0:
-                t.bump("logical_bytes", f.size - inode.size)
-            t.put_inode(inode.evolve(size=f.size, mtime=f.mtime, ctime=f.ctime))
-        for index in indexes:
-            self._undirty(f, index)
-        f.attr_dirty = False
+        with self.meta.read() as t:
+            inode = self._get(t, ino)
+        if stat.S_ISDIR(inode.mode):
+            raise IsADir(f"inode {ino}")
+        fh = self._acquire(inode, writable=True)
+        try:
+            self._files[ino].truncate(size)
+        finally:
+            self.release(fh)
+        if size < inode.size:
+            self._reclaim()
 
     def flush_all(self) -> None:
+        """Commit every open file; errors are logged (the files' own flush/close reported them)."""
         for f in list(self._files.values()):
-            with f.lock:
-                self._flush(f)
+            try:
+                f.commit()
+            except FsError as e:
+                log.error("inode %d: buffered data lost: %s", f.ino, e)
+                try:
+                    f.discard()
+                except FsError as e2:
+                    log.error("inode %d: its frames stay unaccounted until compaction: %s", f.ino, e2)
 
     # -- xattrs -------------------------------------------------------------------------------------
     def getxattr(self, ino: int, name: str) -> bytes:
@@ -622,8 +512,19 @@ class Volume:
             return t.counters()
 
     def live_stats(self) -> VolumeStats:
-        return VolumeStats(len(self._files), self._dirty_bytes, self.cache.size, self.cache.hits,
+        return VolumeStats(len(self._files), self._budget.used, self.cache.size, self.cache.hits,
                            self.cache.misses, self._read_bytes, self._write_bytes)
+
+    def _reclaim(self) -> None:
+        """Delete segments that hold only garbage: space of deleted files returns to the disk at
+        once (partly live segments wait for compaction)."""
+        with self.meta.read() as t:
+            garbage = t.garbage_by_segment()
+        for seg in self.chunks.dead_segments(garbage):
+            # File first, record second: a crash in between leaves only a record of nothing.
+            self.chunks.remove_segment(seg)
+            with self.meta.write() as t:
+                t.forget_segment(seg)
 
     def _purge_orphans(self) -> None:
         """Files unlinked while open when the daemon died: nothing can reach them any more."""
@@ -639,6 +540,7 @@ class Volume:
                 elif t.lookup(parent, name) == ino:
                     t.del_dirent(parent, name)
                     self._drop_link(t, inode, now)
+        self._reclaim()
 
     def iter_inodes(self) -> Iterator[Inode]:
         with self.meta.read() as t:

@@ -50,8 +50,9 @@ def volume_stats(store: Path) -> dict[str, Any]:
             codecs = _codecs(t, c, CodecTable())
     finally:
         meta.close()
-    segs = sum(p.stat().st_size for p in (store / "segments").glob("*.seg"))
-    lmdb_bytes = sum(p.stat().st_size for p in (store / "meta.lmdb").iterdir())
+    # Blocks, not sizes: dead frames are punched out of their segments.
+    segs = sum(p.stat().st_blocks * 512 for p in (store / "segments").glob("*.seg"))
+    lmdb_bytes = sum(p.stat().st_blocks * 512 for p in (store / "meta.lmdb").iterdir())
     return {
         "store": str(store), "chunk_size": cfg.chunk_size, "hot_codec": cfg.hot_codec,
         "cold_codec": cfg.cold_codec,

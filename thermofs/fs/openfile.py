@@ -1,0 +1,317 @@
+"""The data path of one open file: write buffers, the encoding pipeline, staged frames, one commit.
+
+A chunk lives in one of four places, searched in this order by a read:
+
+    dirty      bytearray being written (partial chunks, or full ones not yet handed on)
+    inflight   a full chunk handed to the encoder pool: encoded and appended to a segment in the
+               background while the writer goes on (the raw bytes serve reads meanwhile)
+    staged     encoded and appended, not yet committed: its map entry waits for the commit
+    committed  the chunk map in LMDB (through the decoded-chunk cache)
+
+A commit (close, fsync, truncate, or too much staged) waits for the encoder, syncs the segments and
+then writes every staged entry, the size and times in one LMDB transaction: data before pointer
+(invariant 1), durable at close/fsync (invariant 2). Frames staged and then replaced before a commit
+are accounted as garbage in that commit.
+"""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from thermofs.fs.cache import ChunkCache
+from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.meta import ChunkEntry, Inode, MetaStore
+
+# Staged entries committed at the latest after this many chunks (1 GiB at 64 KiB chunks): bounds the
+# memory of the staged map and the work a crash can undo for a file written without fsync.
+MAX_STAGED_CHUNKS = 16384
+
+
+class WriteBudget:
+    """Bytes buffered (dirty or in flight) across all open files, against one bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.used += n
+
+    def over(self, extra: int) -> bool:
+        return self.used + extra > self.limit
+
+
+@dataclass
+class Inflight:
+    raw: bytes
+    future: Future[ChunkEntry | None]
+
+
+class OpenFile:
+    """One inode while it is open. Every method takes the file's lock."""
+
+    def __init__(self, inode: Inode, chunks: ChunkStore, meta: MetaStore, cache: ChunkCache,
+                 budget: WriteBudget, pool: ThreadPoolExecutor) -> None:
+        self.ino = inode.ino
+        self.kind = stat.S_IFMT(inode.mode)
+        self.size = inode.size
+        self.mtime = inode.mtime
+        self.ctime = inode.ctime
+        self.opens = 0
+        # chmod/chown/utimens of an open file: committed with its data (cp -a sets them on the open
+        # file just before close: one synchronous commit instead of four).
+        self.attrs: dict[str, int] = {}
+        self.attr_dirty = False
+        self.lock = threading.RLock()
+        self._chunks = chunks
+        self._meta = meta
+        self._cache = cache
+        self._budget = budget
+        self._pool = pool
+        self._cs = chunks.chunk_size
+        self._dirty: dict[int, bytearray] = {}
+        self._inflight: dict[int, Inflight] = {}
+        self._staged: dict[int, ChunkEntry | None] = {}
+        self._superseded: list[ChunkEntry] = []
+
+    # -- attributes ---------------------------------------------------------------------------------
+    def overlay(self, inode: Inode) -> Inode:
+        """The inode as the application sees it: with this file's uncommitted size, times, attrs."""
+        return inode.evolve(size=self.size, mtime=self.mtime, ctime=self.ctime, **self.attrs)
+
+    def set_attrs(self, changes: dict[str, int], mode: int | None, mtime: int | None, now: int) -> None:
+        with self.lock:
+            if mode is not None:
+                changes = {**changes, "mode": self.kind | stat.S_IMODE(mode)}
+            self.attrs.update(changes)
+            if mtime is not None:
+                self.mtime = mtime
+            self.ctime = now
+            self.attr_dirty = True
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._dirty or self._inflight or self._staged or self.attr_dirty)
+
+    # -- reading ------------------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        cs = self._cs
+        with self.lock:
+            end = min(offset + size, self.size)
+            if offset >= end:
+                return b""
+            parts: list[bytes | bytearray] = []
+            pos = offset
+            while pos < end:
+                index, within = divmod(pos, cs)
+                n = min(cs - within, end - pos)
+                piece = self._chunk(index)[within:within + n]
+                if len(piece) < n:
+                    piece = bytes(piece) + bytes(n - len(piece))  # hole or short last chunk
+                parts.append(piece)
+                pos += n
+            return b"".join(parts)
+
+    def _chunk(self, index: int) -> bytes | bytearray:
+        """Current content of one chunk (possibly shorter than the chunk size; b"" for a hole)."""
+        buf = self._dirty.get(index)
+        if buf is not None:
+            return buf
+        flight = self._inflight.get(index)
+        if flight is not None:
+            return flight.raw
+        key = (self.ino, index)
+        data = self._cache.get(key)
+        if data is not None:
+            return data
+        if index in self._staged:
+            entry = self._staged[index]
+        else:
+            with self._meta.read() as t:
+                entry = t.get_chunk(self.ino, index)
+        if entry is None:
+            return b""
+        data = self._chunks.read(entry)
+        self._cache.put(key, data)
+        return data
+
+    # -- writing ------------------------------------------------------------------------------------
+    def write(self, offset: int, data: bytes) -> int:
+        cs = self._cs
+        with self.lock:
+            # Collect the encoder's results and make room before touching anything: if that fails
+            # (a full disk), this write has changed nothing and the file keeps its size.
+            self._reap(wait=False)
+            if self._budget.over(len(data)):
+                self._reap(wait=True)
+                if self._budget.over(len(data)):
+                    self.commit()
+            if len(self._staged) >= MAX_STAGED_CHUNKS:
+                self.commit()
+            pos, src, added = offset, 0, 0
+            full: list[int] = []
+            while src < len(data):
+                index, within = divmod(pos, cs)
+                n = min(cs - within, len(data) - src)
+                buf = self._dirty.get(index)
+                if buf is None:
+                    buf = bytearray() if (within == 0 and n == cs) else bytearray(self._chunk(index))
+                    self._dirty[index] = buf
+                    self._cache.discard((self.ino, index))
+                    added += len(buf)
+                if len(buf) < within:
+                    added += within - len(buf)
+                    buf.extend(bytes(within - len(buf)))
+                before = len(buf)
+                buf[within:within + n] = data[src:src + n]
+                added += len(buf) - before
+                if len(buf) == cs:
+                    full.append(index)
+                pos += n
+                src += n
+            self.size = max(self.size, offset + len(data))
+            self.mtime = self.ctime = time.time_ns()
+            self.attr_dirty = True
+            self._budget.add(added)
+            for index in full:
+                self._submit(index)  # errors surface at the next write, flush or fsync
+        return len(data)
+
+    def _submit(self, index: int) -> None:
+        """Hand a dirty chunk to the encoder pool; it is encoded and appended in the background."""
+        raw = bytes(self._dirty.pop(index))
+        self._supersede(index)
+        self._inflight[index] = Inflight(raw, self._pool.submit(self._chunks.encode_append, raw))
+
+    def _supersede(self, index: int) -> None:
+        """Chunk ``index`` gets new content: its in-flight or staged frame becomes garbage."""
+        old = self._inflight.get(index)
+        if old is not None:
+            self._reap_one(index, old)
+        entry = self._staged.pop(index, None)
+        if entry is not None:
+            self._superseded.append(entry)
+
+    def _reap_one(self, index: int, flight: Inflight) -> None:
+        try:
+            entry = flight.future.result()
+        except BaseException:
+            # Not stored (a full disk): keep the bytes buffered so nothing acknowledged is lost;
+            # the error reaches the application through this write, flush or fsync.
+            del self._inflight[index]
+            if index not in self._dirty:
+                self._dirty[index] = bytearray(flight.raw)
+            else:
+                self._budget.add(-len(flight.raw))
+            raise
+        del self._inflight[index]
+        self._budget.add(-len(flight.raw))
+        self._staged[index] = entry
+
+    def _reap(self, wait: bool) -> None:
+        for index, flight in list(self._inflight.items()):
+            if wait or flight.future.done():
+                self._reap_one(index, flight)
+
+    # -- truncating and committing ------------------------------------------------------------------
+    def truncate(self, size: int) -> None:
+        cs = self._cs
+        with self.lock:
+            if size < self.size:
+                self._reap(wait=True)
+                keep = -(-size // cs)  # chunks [0, keep) survive
+                for index in [i for i in self._dirty if i >= keep]:
+                    self._budget.add(-len(self._dirty.pop(index)))
+                for index in [i for i in self._staged if i >= keep]:
+                    self._supersede(index)
+                self._cache.discard_inode(self.ino, keep)
+                within = size % cs
+                if within:
+                    last = size // cs
+                    buf = self._dirty.get(last)
+                    if buf is None:
+                        self._dirty[last] = bytearray(self._chunk(last)[:within])
+                        self._budget.add(len(self._dirty[last]))
+                        self._supersede(last)
+                    elif len(buf) > within:
+                        self._budget.add(within - len(buf))
+                        del buf[within:]
+                    self._cache.discard((self.ino, last))
+                self.size = size
+                self.mtime = self.ctime = time.time_ns()
+                self.attr_dirty = True
+                self.commit(drop_from=keep)
+            elif size > self.size:
+                self.size = size
+                self.mtime = self.ctime = time.time_ns()
+                self.attr_dirty = True
+                self.commit()
+
+    def commit(self, drop_from: int | None = None) -> None:
+        """Encode every buffered chunk, sync the segments, commit entries and attributes at once."""
+        with self.lock:
+            if not self.buffered and drop_from is None:
+                return
+            pending = sorted(self._dirty)
+            if len(pending) == 1 and not self._inflight:
+                index = pending[0]
+                raw = bytes(self._dirty[index])
+                self._supersede(index)
+                self._staged[index] = self._chunks.encode_append(raw)  # inline: no thread hand-off
+                self._budget.add(-len(self._dirty.pop(index)))
+            else:
+                for index in pending:
+                    self._submit(index)
+            self._reap(wait=True)
+            if self._staged:
+                self._chunks.sync()
+            with self._meta.write() as t:
+                inode = t.get_inode(self.ino)
+                if inode is None:
+                    for entry in [*self._staged.values(), *self._superseded]:
+                        if entry is not None:
+                            t.add_garbage(entry)
+                else:
+                    if drop_from is not None:
+                        t.delete_chunks_from(self.ino, drop_from)
+                    for index, entry in self._staged.items():
+                        if entry is None:
+                            t.delete_chunk(self.ino, index)
+                        else:
+                            t.put_chunk(self.ino, index, entry)
+                    for entry in self._superseded:
+                        t.add_garbage(entry)
+                    if stat.S_ISREG(inode.mode) and inode.nlink > 0:
+                        t.bump("logical_bytes", self.size - inode.size)
+                    t.put_inode(self.overlay(inode))
+            self._staged.clear()
+            self._superseded.clear()
+            self.attrs.clear()
+            self.attr_dirty = False
+
+    def discard(self) -> None:
+        """Drop whatever could not be committed (the last close after a failed flush); the frames
+        already written for it are accounted as garbage, so dead segments can be deleted."""
+        with self.lock:
+            dead = [e for e in (*self._staged.values(), *self._superseded) if e is not None]
+            for flight in self._inflight.values():
+                if flight.future.exception() is None and flight.future.result() is not None:
+                    dead.append(flight.future.result())  # type: ignore[arg-type]
+                self._budget.add(-len(flight.raw))
+            self._inflight.clear()
+            for buf in self._dirty.values():
+                self._budget.add(-len(buf))
+            self._dirty.clear()
+            self._staged.clear()
+            self._superseded.clear()
+            self.attr_dirty = False
+            if dead:
+                with self._meta.write() as t:
+                    for entry in dead:
+                        t.add_garbage(entry)

@@ -1,0 +1,320 @@
+"""Codec layer: the codec table and spec parser, and the self-describing, verified chunk frame."""
+
+from __future__ import annotations
+
+import random
+import struct
+from functools import cache
+from pathlib import Path
+
+import pytest
+import xxhash
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from thermofs.codecs import BadSpec, CodecSpec, CodecTable, CorruptFrame, decode_frame, encode_frame, parse_header
+from thermofs.codecs.frame import FRAME_VERSION, HEADER_SIZE, MAGIC
+from thermofs.codecs.table import RawCodec, ZstdCodec
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+CORPUS_FILES = sorted(p for p in CORPORA.glob("*/*") if p.is_file()) if CORPORA.is_dir() else []
+# A 64 KiB chunk, the volume default; corpus files are cut into chunks of this size as the volume does.
+CHUNK = 64 << 10
+# Bytes of each corpus file used by the round-trip tests: enough for several chunks, fast at zstd:19.
+CORPUS_PREFIX = 4 * CHUNK
+SPECS = ["raw", "zstd:1", "zstd:19", "zstd:-3", "auto"]
+COMPRESSING_SPECS = [s for s in SPECS if s != "raw"]
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+TABLE = CodecTable()
+
+
+def text_data(size: int, seed: int = 0) -> bytes:
+    """Compressible, text-like bytes (words from a small vocabulary, in random order)."""
+    rng = random.Random(seed)
+    words = [b"thermofs", b"chunk", b"segment", b"frame", b"codec", b"cold", b"hot", b"lmdb", b"zstd"]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words) + b" "
+    return bytes(out[:size])
+
+
+def random_data(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def spec(text: str) -> CodecSpec:
+    return TABLE.parse(text)
+
+
+# -- codec table and spec parser ------------------------------------------------------------------------
+
+def test_codec_ids_are_stable_on_disk_format() -> None:
+    assert TABLE.get(0).name == "raw"
+    assert TABLE.get(1).name == "zstd"
+    assert RawCodec.ID == 0 and ZstdCodec.ID == 1
+
+
+def test_unknown_codec_id_is_corrupt_frame() -> None:
+    with pytest.raises(CorruptFrame):
+        TABLE.get(200)
+
+
+@pytest.mark.parametrize(("text", "codec_id", "level", "probe"), [
+    ("raw", 0, None, False),
+    ("zstd", 1, 1, False),
+    ("zstd:1", 1, 1, False),
+    ("zstd:19", 1, 19, False),
+    ("zstd:22", 1, 22, False),
+    ("zstd:-7", 1, -7, False),
+    ("  ZSTD:3 ", 1, 3, False),
+    ("auto", 1, 1, True),
+    ("AUTO", 1, 1, True),
+])
+def test_spec_parser_accepts_valid_specs(text: str, codec_id: int, level: int | None, probe: bool) -> None:
+    parsed = spec(text)
+    assert parsed.codec.ID == codec_id
+    assert parsed.probe is probe
+    if level is not None:
+        assert ZstdCodec.level_of(parsed.param) == level
+    else:
+        assert parsed.param == 0
+    # str() of a spec is a spec string again, naming the same codec and parameter.
+    assert spec(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize("text", [
+    "", "lz4", "gzip:9", "zstd:0", "zstd:23", "zstd:-8", "zstd:abc", "zstd:1.5", "raw:1", "raw:0",
+    "auto:3", "zstd:1:2", "learned-but-unknown",
+])
+def test_spec_parser_rejects_unknown_names_and_bad_levels(text: str) -> None:
+    with pytest.raises(BadSpec):
+        spec(text)
+
+
+def test_bad_spec_is_a_value_error_and_codec_error() -> None:
+    from thermofs.codecs import CodecError
+
+    with pytest.raises(ValueError):
+        spec("nope")
+    with pytest.raises(CodecError):
+        spec("zstd:99")
+
+
+# -- frame round trips ----------------------------------------------------------------------------------
+
+def check_round_trip(raw: bytes, codec_spec: CodecSpec, max_raw: int = CHUNK) -> int:
+    """Encode, check the frame's self-description, decode; return the codec id used."""
+    frame, info = encode_frame(raw, codec_spec)
+    assert info.frame_len == len(frame)
+    assert info.raw_len == len(raw)
+    assert info.checksum == xxhash.xxh3_64_intdigest(raw)
+    # A frame is never larger than the raw frame of the same chunk.
+    assert len(frame) <= HEADER_SIZE + len(raw)
+    assert frame[:2] == MAGIC and frame[2] == FRAME_VERSION and frame[3] == info.codec_id
+    assert parse_header(frame[:HEADER_SIZE], max_raw) == info
+    assert decode_frame(frame, TABLE, max_raw) == raw
+    return info.codec_id
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"corpora not found at {CORPORA}")
+@pytest.mark.parametrize("codec_spec", SPECS)
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_round_trip_real_files(path: Path, codec_spec: str) -> None:
+    data = path.read_bytes()[:CORPUS_PREFIX]
+    for start in range(0, len(data), CHUNK):
+        check_round_trip(data[start:start + CHUNK], spec(codec_spec))
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"corpora not found at {CORPORA}")
+@pytest.mark.parametrize("codec_spec", COMPRESSING_SPECS)
+@pytest.mark.parametrize("name", ["canterbury/alice29.txt", "calgary/book1", "canterbury/kennedy.xls"])
+def test_compressible_real_files_are_compressed(name: str, codec_spec: str) -> None:
+    path = CORPORA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    raw = path.read_bytes()[:CHUNK]
+    frame, info = encode_frame(raw, spec(codec_spec))
+    assert info.codec_id == ZstdCodec.ID
+    assert len(frame) < len(raw) * 3 // 4
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"corpora not found at {CORPORA}")
+@pytest.mark.parametrize("codec_spec", SPECS)
+def test_jpeg_is_stored_raw(codec_spec: str) -> None:
+    path = CORPORA / "snappy-testdata" / "fireworks.jpeg"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    raw = path.read_bytes()[:CHUNK]
+    assert check_round_trip(raw, spec(codec_spec)) == RawCodec.ID
+
+
+@pytest.mark.parametrize("codec_spec", SPECS)
+@pytest.mark.parametrize("size", [1, 100, 4096, 8193, CHUNK])
+def test_random_data_is_stored_raw(codec_spec: str, size: int) -> None:
+    raw = random_data(size, seed=size)
+    assert check_round_trip(raw, spec(codec_spec)) == RawCodec.ID
+
+
+@pytest.mark.parametrize("codec_spec", SPECS)
+def test_empty_data_round_trips_as_raw_frame(codec_spec: str) -> None:
+    frame, info = encode_frame(b"", spec(codec_spec))
+    assert info.codec_id == RawCodec.ID and info.raw_len == 0 and len(frame) == HEADER_SIZE
+    assert decode_frame(frame, TABLE, CHUNK) == b""
+
+
+@pytest.mark.parametrize("codec_spec", SPECS)
+@pytest.mark.parametrize("size", [512, 4096, 20000, CHUNK])
+def test_compressible_data_is_compressed_unless_raw(codec_spec: str, size: int) -> None:
+    raw = text_data(size, seed=size)
+    codec_id = check_round_trip(raw, spec(codec_spec))
+    assert codec_id == (RawCodec.ID if codec_spec == "raw" else ZstdCodec.ID)
+
+
+@pytest.mark.parametrize("codec_spec", ["zstd:1", "zstd:19"])
+def test_compressed_frame_kept_only_if_it_saves_an_eighth(codec_spec: str) -> None:
+    """Sweep the fraction of random bytes in a chunk across the 1/8 saving threshold."""
+    parsed = spec(codec_spec)
+    size = 16384
+    outcomes: set[int] = set()
+    for random_bytes in range(size * 3 // 4, size + 1, 128):
+        raw = random_data(random_bytes, seed=random_bytes) + bytes(size - random_bytes)
+        packed = parsed.codec.compress(raw, parsed.param)
+        saves_an_eighth = len(packed) <= size - size // 8
+        frame, info = encode_frame(raw, parsed)
+        assert info.codec_id == (ZstdCodec.ID if saves_an_eighth else RawCodec.ID), random_bytes
+        assert len(frame) == HEADER_SIZE + (len(packed) if saves_an_eighth else size)
+        assert decode_frame(frame, TABLE, size) == raw
+        outcomes.add(info.codec_id)
+    # The sweep really crossed the threshold: both decisions were taken.
+    assert outcomes == {RawCodec.ID, ZstdCodec.ID}
+
+
+def test_auto_probe_skips_compression_when_the_sample_is_incompressible() -> None:
+    """``auto`` probes 4 KiB from the middle of a chunk: a random middle means a raw frame."""
+    size = CHUNK
+    mid = size // 2
+    text = text_data(size)
+    raw = text[:mid - 8192] + random_data(16384) + text[mid + 8192:]
+    assert encode_frame(raw, spec("zstd:1"))[1].codec_id == ZstdCodec.ID  # worth compressing
+    assert encode_frame(raw, spec("auto"))[1].codec_id == RawCodec.ID  # but the probe says no
+    assert decode_frame(encode_frame(raw, spec("auto"))[0], TABLE, size) == raw
+
+
+@pytest.mark.parametrize("codec_spec", SPECS)
+def test_frame_longer_than_chunk_size_is_rejected(codec_spec: str) -> None:
+    raw = text_data(8192)
+    frame, _ = encode_frame(raw, spec(codec_spec))
+    with pytest.raises(CorruptFrame):
+        decode_frame(frame, TABLE, 4096)
+
+
+def test_encoding_is_deterministic_and_thread_safe() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [text_data(CHUNK, seed=i) for i in range(16)]
+    expected = [encode_frame(c, spec("zstd:3"))[0] for c in chunks]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda c: encode_frame(c, spec("zstd:3"))[0], chunks)) == expected
+            assert list(pool.map(lambda f: decode_frame(f, TABLE, CHUNK), expected)) == chunks
+
+
+# -- damaged frames: CorruptFrame, never wrong bytes, never another exception ---------------------------
+
+@cache
+def sample_frame(codec_spec: str) -> tuple[bytes, bytes]:
+    """(raw, frame) of a 16 KiB compressible chunk under ``codec_spec``."""
+    raw = text_data(16384, seed=7)
+    return raw, encode_frame(raw, spec(codec_spec))[0]
+
+
+def decode_or_corrupt(frame: bytes, max_raw: int = CHUNK) -> bytes | None:
+    """decode_frame, or None if it raised CorruptFrame; any other exception propagates (fails the test)."""
+    try:
+        return decode_frame(frame, TABLE, max_raw)
+    except CorruptFrame:
+        return None
+
+
+# Payload byte 4 is zstd's frame header descriptor; its top bits say how wide the content-size field
+# is. 0x60 ^ 0x80 makes it an 8-byte field read from the block that follows: a content size of
+# petabytes. python-zstandard allocates what that field says, so an unchecked decode raised
+# MemoryError instead of CorruptFrame (regression: found in d36a002).
+ZSTD_CONTENT_SIZE_FLIP = (HEADER_SIZE + 4, 0x80)
+
+
+@pytest.mark.parametrize("codec_spec", SPECS)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(index=st.integers(min_value=0, max_value=1 << 20), mask=st.integers(min_value=1, max_value=255))
+@example(index=ZSTD_CONTENT_SIZE_FLIP[0], mask=ZSTD_CONTENT_SIZE_FLIP[1])
+@example(index=0, mask=1)
+@example(index=HEADER_SIZE - 1, mask=0x80)
+def test_flipped_byte_is_corrupt_frame(codec_spec: str, index: int, mask: int) -> None:
+    raw, frame = sample_frame(codec_spec)
+    damaged = bytearray(frame)
+    damaged[index % len(frame)] ^= mask
+    out = decode_or_corrupt(bytes(damaged))
+    if frame[3] == RawCodec.ID:
+        # Every byte of a raw frame is covered by the header checksum or the data checksum.
+        assert out is None
+    else:
+        # A bit zstd ignores may decode to the same bytes; anything else must be CorruptFrame.
+        assert out is None or out == raw
+
+
+def test_zstd_frame_claiming_huge_content_size_is_corrupt_frame() -> None:
+    """A damaged zstd header must not make the decoder allocate what it claims (was MemoryError)."""
+    _raw, frame = sample_frame("zstd:1")
+    assert frame[3] == ZstdCodec.ID and frame[HEADER_SIZE:HEADER_SIZE + 4] == ZSTD_MAGIC
+    damaged = bytearray(frame)
+    damaged[HEADER_SIZE + 4] |= 0xC0  # frame header descriptor: 8-byte content size field
+    assert decode_or_corrupt(bytes(damaged)) is None
+
+
+@pytest.mark.parametrize("codec_spec", SPECS)
+@settings(max_examples=100, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=1 << 20), extra=st.binary(min_size=1, max_size=64))
+def test_truncated_or_extended_frame_is_corrupt_frame(codec_spec: str, cut: int, extra: bytes) -> None:
+    _raw, frame = sample_frame(codec_spec)
+    assert decode_or_corrupt(frame[:cut % len(frame)]) is None
+    assert decode_or_corrupt(frame + extra) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2 * HEADER_SIZE + 200))
+def test_arbitrary_bytes_are_corrupt_frame(data: bytes) -> None:
+    assert decode_or_corrupt(data) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_arbitrary_bytes_behind_magic_are_corrupt_frame(data: bytes) -> None:
+    assert decode_or_corrupt(MAGIC + bytes([FRAME_VERSION]) + data) is None
+
+
+def signed_header(codec_id: int, param: int, raw_len: int, payload_len: int, digest: int) -> bytes:
+    head = struct.pack(">2sBBIIIQ", MAGIC, FRAME_VERSION, codec_id, param, raw_len, payload_len, digest)
+    return head + struct.pack(">I", xxhash.xxh32_intdigest(head))
+
+
+@settings(max_examples=300, deadline=None)
+@given(codec_id=st.sampled_from([0, 1, 2, 255]), param=st.integers(0, 2**32 - 1),
+       raw_len=st.integers(0, 5000), digest=st.integers(0, 2**64 - 1),
+       payload=st.one_of(st.binary(max_size=400), st.binary(max_size=200).map(lambda b: ZSTD_MAGIC + b)),
+       lie=st.integers(-2, 2))
+def test_valid_header_with_garbage_payload_never_yields_wrong_bytes(
+        codec_id: int, param: int, raw_len: int, digest: int, payload: bytes, lie: int) -> None:
+    """A header whose own checksum is right but whose payload is garbage: verified or CorruptFrame."""
+    payload_len = max(0, len(payload) + lie)
+    frame = signed_header(codec_id, param, raw_len, payload_len, digest) + payload
+    out = decode_or_corrupt(frame, max_raw=4096)
+    if out is not None:
+        assert len(out) == raw_len <= 4096
+        assert xxhash.xxh3_64_intdigest(out) == digest
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=9000), codec_spec=st.sampled_from(SPECS))
+def test_any_bytes_round_trip(raw: bytes, codec_spec: str) -> None:
+    check_round_trip(raw, spec(codec_spec), max_raw=9000)

@@ -59,12 +59,22 @@ def _pack(codec_id: int, param: int, raw_len: int, payload_len: int, digest: int
     return head + struct.pack(">I", xxhash.xxh32_intdigest(head))
 
 
-def encode_frame(raw: bytes, spec: CodecSpec) -> tuple[bytes, FrameInfo]:
+Buffer = bytes | bytearray | memoryview
+
+
+def encode_frame(raw: Buffer, spec: CodecSpec) -> tuple[bytes, FrameInfo]:
     """Encode ``raw`` with ``spec``; fall back to a raw frame when compression does not pay."""
+    header, payload, info = encode_parts(raw, spec)
+    return header + payload, info
+
+
+def encode_parts(raw: Buffer, spec: CodecSpec) -> tuple[bytes, Buffer, FrameInfo]:
+    """Like encode_frame, but header and payload apart, so a writer can hand both to writev()
+    without copying the payload (a raw frame's payload is ``raw`` itself)."""
     digest = checksum(raw)
     codec, param = spec.codec, spec.param
     payload: bytes | None = None
-    if codec.ID != RawCodec.ID and raw:
+    if codec.ID != RawCodec.ID and len(raw):
         worth_trying = True
         if spec.probe and len(raw) > 2 * PROBE_BYTES:
             mid = len(raw) // 2
@@ -75,12 +85,13 @@ def encode_frame(raw: bytes, spec: CodecSpec) -> tuple[bytes, FrameInfo]:
             packed = codec.compress(raw, param)
             if len(packed) <= len(raw) - len(raw) // MIN_SAVING_DIVISOR:
                 payload = packed
+    body: Buffer
     if payload is None:
-        codec_id, param, payload = RawCodec.ID, 0, bytes(raw)
+        codec_id, param, body = RawCodec.ID, 0, raw
     else:
-        codec_id = codec.ID
-    frame = _pack(codec_id, param, len(raw), len(payload), digest) + payload
-    return frame, FrameInfo(codec_id, param, len(raw), digest, len(frame))
+        codec_id, body = codec.ID, payload
+    header = _pack(codec_id, param, len(raw), len(body), digest)
+    return header, body, FrameInfo(codec_id, param, len(raw), digest, HEADER_SIZE + len(body))
 
 
 def parse_header(head: bytes, max_raw: int) -> FrameInfo:

@@ -2,47 +2,44 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
-from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, decode_frame, encode_frame
+from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, decode_frame, encode_parts
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import ChunkEntry
 from thermofs.fs.segments import SegmentStore
 
 
+Buffer = bytes | bytearray | memoryview
+
+
+def _all_zero(raw: Buffer) -> bool:
+    return not len(raw) or (raw[0] == 0 and raw[-1] == 0 and bytes(raw).count(0) == len(raw))
+
+
 class ChunkStore:
-    def __init__(self, segments: SegmentStore, table: CodecTable, hot: CodecSpec, chunk_size: int,
-                 pool: ThreadPoolExecutor) -> None:
+    def __init__(self, segments: SegmentStore, table: CodecTable, hot: CodecSpec, chunk_size: int) -> None:
         self.segments = segments
         self.table = table
         self.hot = hot
         self.chunk_size = chunk_size
-        self._pool = pool
 
-    def write(self, raws: list[bytes], spec: CodecSpec | None = None, tier: int = 0) -> list[ChunkEntry]:
-        """Encode (in parallel: zstandard releases the GIL), append and sync; return the map entries.
-
-        When this returns, the frames are durable, so a transaction may now point at them.
-        """
-        spec = spec or self.hot
-        if len(raws) == 1:
-            encoded = [encode_frame(raws[0], spec)]
-        else:
-            encoded = list(self._pool.map(lambda raw: encode_frame(raw, spec), raws))
-        places = self.segments.append([frame for frame, _ in encoded])
-        self.segments.sync()
-        return [ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len, info.checksum,
-                           tier)
-                for (seg, off), (_, info) in zip(places, encoded)]
-
-    def encode_append(self, raw: bytes) -> ChunkEntry | None:
-        """Encode one chunk with the hot codec and append it (not yet synced); None for all zeros,
-        which is stored as a hole."""
-        if not raw or (raw[0] == 0 and raw[-1] == 0 and raw.count(0) == len(raw)):
-            return None
-        frame, info = encode_frame(raw, self.hot)
-        [(seg, off)] = self.segments.append([frame])
-        return ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len, info.checksum, 0)
+    def encode_append(self, raws: Sequence[Buffer]) -> list[ChunkEntry | None]:
+        """Encode chunks with the hot codec and append them with one writev (not yet synced);
+        None for an all-zero chunk, which is stored as a hole."""
+        encoded = [None if _all_zero(raw) else encode_parts(raw, self.hot) for raw in raws]
+        frames = [(head, body) for head, body, _info in filter(None, encoded)]
+        places = iter(self.segments.append(frames)) if frames else iter(())
+        out: list[ChunkEntry | None] = []
+        for item in encoded:
+            if item is None:
+                out.append(None)
+                continue
+            seg, off = next(places)
+            info = item[2]
+            out.append(ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len,
+                                  info.checksum, 0))
+        return out
 
     def sync(self) -> None:
         self.segments.sync()

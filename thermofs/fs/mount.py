@@ -85,7 +85,7 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES,
     segments = SegmentStore(store / "segments")
     meta = MetaStore(store / "meta.lmdb", on_freed=segments.punch)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="encode")
-    chunks = ChunkStore(segments, table, table.parse(config.hot_codec), config.chunk_size, pool)
+    chunks = ChunkStore(segments, table, table.parse(config.hot_codec), config.chunk_size)
     volume = Volume(meta, chunks, ChunkCache(cache_bytes), pool, dirty_bytes)
     return Parts(config, meta, segments, pool, volume)
 

@@ -47,10 +47,16 @@ class WriteBudget:
         return self.used + extra > self.limit
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 @dataclass
 class Inflight:
-    raw: bytes
-    future: Future[ChunkEntry | None]
+    """A chunk in the encoder: its bytes, and its place in the batch the future encodes."""
+
+    raw: Buffer
+    future: Future[list[ChunkEntry | None]]
+    slot: int
 
 
 class OpenFile:
@@ -155,39 +161,53 @@ class OpenFile:
             if len(self._staged) >= MAX_STAGED_CHUNKS:
                 self.commit()
             pos, src, added = offset, 0, 0
-            full: list[int] = []
+            view = memoryview(data)
+            ready: list[tuple[int, Buffer]] = []  # full chunks, straight to the encoder
             while src < len(data):
                 index, within = divmod(pos, cs)
                 n = min(cs - within, len(data) - src)
-                buf = self._dirty.get(index)
-                if buf is None:
-                    buf = bytearray() if (within == 0 and n == cs) else bytearray(self._chunk(index))
-                    self._dirty[index] = buf
-                    self._cache.discard((self.ino, index))
-                    added += len(buf)
-                if len(buf) < within:
-                    added += within - len(buf)
-                    buf.extend(bytes(within - len(buf)))
-                before = len(buf)
-                buf[within:within + n] = data[src:src + n]
-                added += len(buf) - before
-                if len(buf) == cs:
-                    full.append(index)
+                if within == 0 and n == cs:
+                    # A whole chunk: no buffer and no copy (the 1 MiB request stays alive until
+                    # its chunks are encoded).
+                    old = self._dirty.pop(index, None)
+                    if old is not None:
+                        added -= len(old)
+                    ready.append((index, view[src:src + n]))
+                    added += n
+                else:
+                    buf = self._dirty.get(index)
+                    if buf is None:
+                        buf = self._dirty[index] = bytearray(self._chunk(index))
+                        added += len(buf)
+                    if len(buf) < within:
+                        added += within - len(buf)
+                        buf.extend(bytes(within - len(buf)))
+                    before = len(buf)
+                    buf[within:within + n] = view[src:src + n]
+                    added += len(buf) - before
+                    if len(buf) == cs:
+                        ready.append((index, self._dirty.pop(index)))
+                # After loading the old content (which may have cached it): the cache must never
+                # hold an older version of a chunk once the chunk moves on to the encoder.
+                self._cache.discard((self.ino, index))
                 pos += n
                 src += n
             self.size = max(self.size, offset + len(data))
             self.mtime = self.ctime = time.time_ns()
             self.attr_dirty = True
             self._budget.add(added)
-            for index in full:
-                self._submit(index)  # errors surface at the next write, flush or fsync
+            if ready:
+                self._submit(ready)  # errors surface at the next write, flush or fsync
         return len(data)
 
-    def _submit(self, index: int) -> None:
-        """Hand a dirty chunk to the encoder pool; it is encoded and appended in the background."""
-        raw = bytes(self._dirty.pop(index))
-        self._supersede(index)
-        self._inflight[index] = Inflight(raw, self._pool.submit(self._chunks.encode_append, raw))
+    def _submit(self, ready: list[tuple[int, Buffer]]) -> None:
+        """Hand full chunks to the encoder pool as one batch: encoded and appended with one
+        writev in the background. Their bytes stay readable here until the batch is reaped."""
+        for index, _raw in ready:
+            self._supersede(index)
+        future = self._pool.submit(self._chunks.encode_append, [raw for _index, raw in ready])
+        for slot, (index, raw) in enumerate(ready):
+            self._inflight[index] = Inflight(raw, future, slot)
 
     def _supersede(self, index: int) -> None:
         """Chunk ``index`` gets new content: its in-flight or staged frame becomes garbage."""
@@ -200,7 +220,7 @@ class OpenFile:
 
     def _reap_one(self, index: int, flight: Inflight) -> None:
         try:
-            entry = flight.future.result()
+            entry = flight.future.result()[flight.slot]
         except BaseException:
             # Not stored (a full disk): keep the bytes buffered so nothing acknowledged is lost;
             # the error reaches the application through this write, flush or fsync.
@@ -261,13 +281,12 @@ class OpenFile:
             pending = sorted(self._dirty)
             if len(pending) == 1 and not self._inflight:
                 index = pending[0]
-                raw = bytes(self._dirty[index])
                 self._supersede(index)
-                self._staged[index] = self._chunks.encode_append(raw)  # inline: no thread hand-off
+                # Inline, no thread hand-off: the common case of a small file's close.
+                [self._staged[index]] = self._chunks.encode_append([self._dirty[index]])
                 self._budget.add(-len(self._dirty.pop(index)))
-            else:
-                for index in pending:
-                    self._submit(index)
+            elif pending:
+                self._submit([(index, self._dirty.pop(index)) for index in pending])
             self._reap(wait=True)
             if self._staged:
                 self._chunks.sync()
@@ -301,8 +320,10 @@ class OpenFile:
         with self.lock:
             dead = [e for e in (*self._staged.values(), *self._superseded) if e is not None]
             for flight in self._inflight.values():
-                if flight.future.exception() is None and flight.future.result() is not None:
-                    dead.append(flight.future.result())  # type: ignore[arg-type]
+                if flight.future.exception() is None:
+                    entry = flight.future.result()[flight.slot]
+                    if entry is not None:
+                        dead.append(entry)
                 self._budget.add(-len(flight.raw))
             self._inflight.clear()
             for buf in self._dirty.values():

@@ -12,12 +12,15 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from thermofs.fs.errors import CorruptChunk, NoSpace
 
 log = logging.getLogger("thermofs.segments")
 
+Buffer = bytes | bytearray | memoryview
+IOV_MAX = 1024
 FALLOC_FL_KEEP_SIZE = 1
 FALLOC_FL_PUNCH_HOLE = 2
 # 64 MiB: small enough that compaction rewrites a segment in well under a second, large enough that a
@@ -54,39 +57,47 @@ class SegmentStore:
         self._active_fd = os.open(self.path(self._active_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._active_size = os.fstat(self._active_fd).st_size
 
-    def append(self, frames: list[bytes]) -> list[tuple[int, int]]:
-        """Append frames; return (segment id, offset) of each. On a full disk, nothing is left half-written."""
+    def append(self, frames: Sequence[Buffer | Sequence[Buffer]]) -> list[tuple[int, int]]:
+        """Append frames, each one buffer or a sequence of buffers (header, payload) written
+        back to back; return (segment id, offset) of each. On a full disk, nothing is left
+        half-written."""
+        parts = [(f,) if isinstance(f, (bytes, bytearray, memoryview)) else tuple(f) for f in frames]
+        sizes = [sum(len(b) for b in p) for p in parts]
         out: list[tuple[int, int]] = []
         with self._lock:
             i = 0
-            while i < len(frames):
+            while i < len(parts):
                 if self._active_fd < 0 or self._active_size >= self.segment_bytes:
                     self._roll()
-                # One write per run of frames that fits into the active segment.
-                j, room, run = i, self.segment_bytes - self._active_size, []
-                while j < len(frames) and (not run or len(frames[j]) <= room):
-                    run.append(frames[j])
-                    room -= len(frames[j])
+                # One writev per run of frames that fits into the active segment.
+                j, room = i, self.segment_bytes - self._active_size
+                while j < len(parts) and (j == i or sizes[j] <= room):
+                    room -= sizes[j]
                     j += 1
-                blob = b"".join(run)
                 start = self._active_size
-                try:
-                    written = os.write(self._active_fd, blob)
-                    while written < len(blob):
-                        written += os.write(self._active_fd, memoryview(blob)[written:])
-                except OSError as e:
-                    os.ftruncate(self._active_fd, start)
-                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise NoSpace("store disk full while appending to a segment") from e
-                    raise
+                self._write_all([b for p in parts[i:j] for b in p], sum(sizes[i:j]), start)
                 off = start
-                for frame in run:
+                for size in sizes[i:j]:
                     out.append((self._active_id, off))
-                    off += len(frame)
+                    off += size
                 self._active_size = off
                 self._unsynced[self._active_id] = self._active_fd
                 i = j
         return out
+
+    def _write_all(self, buffers: list[Buffer], total: int, start: int) -> None:
+        try:
+            written = os.writev(self._active_fd, buffers[:IOV_MAX])
+            if written < total:  # short write or more buffers than one writev takes
+                rest = b"".join(bytes(b) for b in buffers)[written:]
+                while rest:
+                    n = os.write(self._active_fd, rest)
+                    rest = rest[n:]
+        except OSError as e:
+            os.ftruncate(self._active_fd, start)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace("store disk full while appending to a segment") from e
+            raise
 
     def _roll(self) -> None:
         if self._active_fd >= 0:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.meta import ChunkEntry, Inode, MetaStore
+from thermofs.fs.errors import NotFound
+from thermofs.fs.meta import ChunkEntry, Inode, MetaStore, Txn
 
 # Staged entries committed at the latest after this many chunks (1 GiB at 64 KiB chunks): bounds the
 # memory of the staged map and the work a crash can undo for a file written without fsync.
@@ -50,6 +51,29 @@ class WriteBudget:
 Buffer = bytes | bytearray | memoryview
 
 
+@dataclass(frozen=True)
+class Birth:
+    """A created file that is not in LMDB yet: where its first commit links it."""
+
+    parent: int
+    name: bytes
+    inode: Inode
+
+
+def link_new_inode(t: Txn, parent_ino: int, name: bytes, inode: Inode) -> None:
+    """Write a new inode, its directory entry and the parent's new times and link count."""
+    parent = t.get_inode(parent_ino)
+    if parent is None:
+        raise NotFound(f"parent directory {parent_ino} of a new file is gone")
+    is_dir = stat.S_ISDIR(inode.mode)
+    t.put_inode(inode)
+    t.put_dirent(parent_ino, name, inode.ino, inode.mode)
+    t.put_inode(parent.evolve(mtime=inode.mtime, ctime=inode.mtime,
+                              nlink=parent.nlink + (1 if is_dir else 0)))
+    if not is_dir:
+        t.bump("files", 1)
+
+
 @dataclass
 class Inflight:
     """A chunk in the encoder: its bytes, and its place in the batch the future encodes."""
@@ -63,8 +87,10 @@ class OpenFile:
     """One inode while it is open. Every method takes the file's lock."""
 
     def __init__(self, inode: Inode, chunks: ChunkStore, meta: MetaStore, cache: ChunkCache,
-                 budget: WriteBudget, pool: ThreadPoolExecutor) -> None:
+                 budget: WriteBudget, pool: ThreadPoolExecutor, birth: Birth | None = None) -> None:
         self.ino = inode.ino
+        self.birth = birth  # set until the first commit puts the new file into LMDB
+        self.born = birth is None
         self.kind = stat.S_IFMT(inode.mode)
         self.size = inode.size
         self.mtime = inode.mtime
@@ -276,7 +302,7 @@ class OpenFile:
     def commit(self, drop_from: int | None = None) -> None:
         """Encode every buffered chunk, sync the segments, commit entries and attributes at once."""
         with self.lock:
-            if not self.buffered and drop_from is None:
+            if not self.buffered and drop_from is None and self.born:
                 return
             pending = sorted(self._dirty)
             if len(pending) == 1 and not self._inflight:
@@ -292,6 +318,9 @@ class OpenFile:
                 self._chunks.sync()
             with self._meta.write() as t:
                 inode = t.get_inode(self.ino)
+                if inode is None and self.birth is not None:
+                    link_new_inode(t, self.birth.parent, self.birth.name, self.birth.inode)
+                    inode = self.birth.inode
                 if inode is None:
                     for entry in [*self._staged.values(), *self._superseded]:
                         if entry is not None:
@@ -313,6 +342,7 @@ class OpenFile:
             self._superseded.clear()
             self.attrs.clear()
             self.attr_dirty = False
+            self.born = True
 
     def discard(self) -> None:
         """Drop whatever could not be committed (the last close after a failed flush); the frames

@@ -17,6 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import (Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir,
                                 NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import ROOT_INO, Inode, MetaStore, Txn
-from thermofs.fs.openfile import OpenFile, WriteBudget
+from thermofs.fs.openfile import Birth, OpenFile, WriteBudget, link_new_inode
 
 log = logging.getLogger("thermofs.volume")
 
@@ -36,6 +37,8 @@ XATTR_REPLACE = 2
 # encoder and then commits its file. 64 MiB: 1,024 chunks of 64 KiB, far more than two cores can
 # have in flight, so the bound only bites when the disk is slower than the encoder.
 DEFAULT_DIRTY_BYTES = 64 << 20
+# Inode numbers reserved per LMDB commit.
+INO_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,14 @@ class Volume:
         self._counts_lock = threading.Lock()
         self._read_bytes = 0
         self._write_bytes = 0
+        # Files created but not yet in LMDB: (parent, name) -> open file. A new file reaches LMDB
+        # with its first commit (usually its close), in the same transaction as its data: one
+        # synchronous commit per small file instead of two. Every other namespace change first
+        # settles these (commits them), under _ns_lock, so LMDB alone decides it.
+        self._creating: dict[tuple[int, bytes], OpenFile] = {}
+        self._ns_lock = threading.RLock()
+        # Inode numbers are reserved from LMDB in blocks, so a deferred create needs no commit.
+        self._ino_next = self._ino_limit = 0
         self._purge_orphans()
 
     # -- paths --------------------------------------------------------------------------------------
@@ -93,7 +104,10 @@ class Volume:
                 raise NotADir(path)
             child = t.lookup(ino, part)
             if child is None:
-                raise NotFound(path)
+                pending = self._creating.get((ino, part))
+                if pending is None or pending.born:
+                    raise NotFound(path)
+                child = pending.ino
             ino = child
         return ino
 
@@ -104,12 +118,43 @@ class Volume:
             raise NotADir(path)
         return parent, _name(tail)
 
-    @staticmethod
-    def _get(t: Txn, ino: int) -> Inode:
+    def _get(self, t: Txn, ino: int) -> Inode:
         inode = t.get_inode(ino)
         if inode is None:
-            raise NotFound(f"inode {ino}")
+            f = self._files.get(ino)
+            if f is None or f.birth is None or f.born:
+                raise NotFound(f"inode {ino}")
+            return f.birth.inode
         return inode
+
+    @contextmanager
+    def _mutate(self) -> Iterator[Txn]:
+        """One namespace change: settle deferred creates, then one LMDB write transaction."""
+        with self._ns_lock:
+            self._settle()
+            with self.meta.write() as t:
+                yield t
+
+    def _settle(self) -> None:
+        """Commit every created file that is not in LMDB yet (caller holds _ns_lock)."""
+        for key, f in list(self._creating.items()):
+            if not f.born:
+                f.commit()
+            del self._creating[key]
+
+    def _alloc_ino(self, t: Txn | None = None) -> int:
+        """A fresh inode number (caller holds _ns_lock); ``t``, if given, must be a write
+        transaction. Numbers reserved and lost in a crash are simply skipped."""
+        if self._ino_next >= self._ino_limit:
+            if t is None:
+                with self.meta.write() as own:
+                    return self._alloc_ino(own)
+            self._ino_next = t.counter("next_ino")
+            self._ino_limit = self._ino_next + INO_BLOCK
+            t.bump("next_ino", INO_BLOCK)
+        ino = self._ino_next
+        self._ino_next += 1
+        return ino
 
     # -- attributes ---------------------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
@@ -138,7 +183,7 @@ class Volume:
                 if self._files.get(ino) is f:  # not released meanwhile
                     f.set_attrs(changes, mode, mtime, now)
                     return
-        with self.meta.write() as t:
+        with self._mutate() as t:
             inode = self._get(t, ino)
             changes["ctime"] = now
             if mode is not None:
@@ -156,11 +201,15 @@ class Volume:
                 raise NotADir(f"inode {ino}")
             out = [(".", ino, stat.S_IFDIR), ("..", inode.parent or ino, stat.S_IFDIR)]
             out.extend((os.fsdecode(name), child, kind) for name, child, kind in t.list_dir(ino))
-            return out
+            seen = {name for name, _child, _kind in out}
+        for (parent, name), f in list(self._creating.items()):
+            if parent == ino and os.fsdecode(name) not in seen:
+                out.append((os.fsdecode(name), f.ino, stat.S_IFREG))
+        return out
 
-    def _new_inode(self, t: Txn, parent: Inode, name: bytes, mode: int, uid: int, gid: int,
-                   rdev: int = 0) -> Inode:
-        if t.lookup(parent.ino, name) is not None:
+    def _fresh_inode(self, t: Txn, parent: Inode, name: bytes, mode: int, uid: int, gid: int, ino: int,
+                     rdev: int = 0) -> Inode:
+        if t.lookup(parent.ino, name) is not None or (parent.ino, name) in self._creating:
             raise Exists(os.fsdecode(name))
         now = time.time_ns()
         if parent.mode & stat.S_ISGID:
@@ -170,13 +219,13 @@ class Volume:
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
         is_dir = stat.S_ISDIR(mode)
-        inode = Inode(t.alloc_ino(), mode, uid, gid, 2 if is_dir else 1, 0, now, now, now, rdev,
-                      parent.ino if is_dir else 0)
-        t.put_inode(inode)
-        t.put_dirent(parent.ino, name, inode.ino, mode)
-        t.put_inode(parent.evolve(mtime=now, ctime=now, nlink=parent.nlink + (1 if is_dir else 0)))
-        if not is_dir:
-            t.bump("files", 1)
+        return Inode(ino, mode, uid, gid, 2 if is_dir else 1, 0, now, now, now, rdev,
+                     parent.ino if is_dir else 0)
+
+    def _new_inode(self, t: Txn, parent: Inode, name: bytes, mode: int, uid: int, gid: int,
+                   rdev: int = 0) -> Inode:
+        inode = self._fresh_inode(t, parent, name, mode, uid, gid, self._alloc_ino(t), rdev)
+        link_new_inode(t, parent.ino, name, inode)
         return inode
 
     def mknod(self, path: str, mode: int, uid: int, gid: int, rdev: int = 0) -> Inode:
@@ -184,12 +233,12 @@ class Volume:
             raise InvalidArgument("mknod cannot make a directory")
         if not stat.S_IFMT(mode):
             mode |= stat.S_IFREG
-        with self.meta.write() as t:
+        with self._mutate() as t:
             parent, name = self._resolve_parent(t, path)
             return self._new_inode(t, parent, name, mode, uid, gid, rdev)
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> Inode:
-        with self.meta.write() as t:
+        with self._mutate() as t:
             parent, name = self._resolve_parent(t, path)
             return self._new_inode(t, parent, name, stat.S_IFDIR | stat.S_IMODE(mode), uid, gid)
 
@@ -197,7 +246,7 @@ class Volume:
         raw = os.fsencode(target)
         if len(raw) > 4095:
             raise NameTooLong(target)
-        with self.meta.write() as t:
+        with self._mutate() as t:
             parent, name = self._resolve_parent(t, path)
             inode = self._new_inode(t, parent, name, stat.S_IFLNK | 0o777, uid, gid)
             inode = inode.evolve(size=len(raw))
@@ -213,7 +262,7 @@ class Volume:
         return os.fsdecode(target)
 
     def link(self, ino: int, new_path: str) -> Inode:
-        with self.meta.write() as t:
+        with self._mutate() as t:
             inode = self._get(t, ino)
             if stat.S_ISDIR(inode.mode):
                 raise NotPermitted("hard link to a directory")
@@ -228,7 +277,7 @@ class Volume:
         return self.getattr(ino)
 
     def unlink(self, path: str) -> None:
-        with self.meta.write() as t:
+        with self._mutate() as t:
             parent, name = self._resolve_parent(t, path)
             ino = t.lookup(parent.ino, name)
             if ino is None:
@@ -244,7 +293,7 @@ class Volume:
         self._reclaim()
 
     def rmdir(self, path: str) -> None:
-        with self.meta.write() as t:
+        with self._mutate() as t:
             parent, name = self._resolve_parent(t, path)
             ino = t.lookup(parent.ino, name)
             if ino is None:
@@ -290,7 +339,7 @@ class Volume:
     def rename(self, old: str, new: str, noreplace: bool = False, hide: bool = False) -> None:
         """Rename; ``hide`` marks the new name as a file unlinked while open (libfuse renames such a
         file to a hidden name and unlinks that at the last close), so a crash cannot leak it."""
-        with self.meta.write() as t:
+        with self._mutate() as t:
             src_parent, src_name = self._resolve_parent(t, old)
             ino = t.lookup(src_parent.ino, src_name)
             if ino is None:
@@ -362,12 +411,12 @@ class Volume:
                 raise
         return fh
 
-    def _acquire(self, inode: Inode, writable: bool) -> int:
+    def _acquire(self, inode: Inode, writable: bool, birth: Birth | None = None) -> int:
         with self._files_lock:
             f = self._files.get(inode.ino)
             if f is None:
                 f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache,
-                                                      self._budget, self._pool)
+                                                      self._budget, self._pool, birth)
             f.opens += 1
             fh = self._next_handle
             self._next_handle += 1
@@ -375,8 +424,15 @@ class Volume:
             return fh
 
     def create(self, path: str, mode: int, uid: int, gid: int) -> tuple[int, Inode]:
-        inode = self.mknod(path, stat.S_IFREG | stat.S_IMODE(mode), uid, gid)
-        return self.open(inode.ino), inode
+        """Create and open a regular file; it reaches LMDB with its first commit."""
+        with self._ns_lock:
+            ino = self._alloc_ino()
+            with self.meta.read() as t:
+                parent, name = self._resolve_parent(t, path)
+                inode = self._fresh_inode(t, parent, name, stat.S_IFREG | stat.S_IMODE(mode), uid, gid, ino)
+            fh = self._acquire(inode, writable=True, birth=Birth(parent.ino, name, inode))
+            self._creating[(parent.ino, name)] = self._files[inode.ino]
+        return fh, inode
 
     def _open_file(self, fh: int) -> OpenFile:
         try:
@@ -406,6 +462,10 @@ class Volume:
                 last = f.opens == 0
                 if last:
                     del self._files[f.ino]
+        if f.birth is not None:
+            with self._ns_lock:
+                for key in [k for k, v in self._creating.items() if v is f and v.born]:
+                    del self._creating[key]
         if last:
             with self.meta.read() as t:
                 inode = t.get_inode(f.ino)
@@ -489,7 +549,7 @@ class Volume:
             raise NotSupported(name)
         if not raw or len(raw) > NAME_MAX:
             raise NameTooLong(name) if raw else InvalidArgument("empty xattr name")
-        with self.meta.write() as t:
+        with self._mutate() as t:
             inode = self._get(t, ino)
             exists = t.get_xattr(ino, raw) is not None
             if flags & XATTR_CREATE and exists:
@@ -500,7 +560,7 @@ class Volume:
             t.put_inode(inode.evolve(ctime=time.time_ns()))
 
     def removexattr(self, ino: int, name: str) -> None:
-        with self.meta.write() as t:
+        with self._mutate() as t:
             inode = self._get(t, ino)
             if not t.del_xattr(ino, os.fsencode(name)):
                 raise NoAttr(name)
@@ -547,4 +607,6 @@ class Volume:
             yield from t.inodes()
 
     def close(self) -> None:
-        self.flush_all()
+        with self._ns_lock:
+            self.flush_all()
+            self._creating.clear()

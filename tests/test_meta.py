@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from thermofs.fs.errors import MetaError
-from thermofs.fs.meta import ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
 
 
 @pytest.fixture
@@ -167,12 +167,12 @@ def test_chunk_scan_is_numeric_and_stops_at_inode_boundary(meta: MetaStore) -> N
         for ino in BOUNDARY_INOS:
             t.put_inode(file_inode(ino))
             for index in reversed(indexes):
-                t.put_chunk(ino, index, entry(segment=ino % 2**32, offset=index))
+                t.put_chunk(ino, index, entry(segment=ino % 2**32 or 2**32 - 1, offset=index))
     with meta.read() as t:
         for ino in BOUNDARY_INOS:
             got = list(t.chunks_of(ino))
             assert [i for i, _ in got] == indexes
-            assert all(e.offset == i and e.segment == ino % 2**32 for i, e in got)
+            assert all(e.offset == i and e.segment == (ino % 2**32 or 2**32 - 1) for i, e in got)
             assert [i for i, _ in t.chunks_of(ino, start=256)] == [256, 65535, 65536, 2**40]
             assert [i for i, _ in t.chunks_of(ino, start=2**40 + 1)] == []
         assert list(t.chunks_of(3)) == []
@@ -395,3 +395,29 @@ def test_readonly_metastore_in_another_process_sees_commits_of_open_writer(meta:
 def test_readonly_open_of_missing_store_is_meta_error(tmp_path: Path) -> None:
     with pytest.raises(MetaError):
         MetaStore(tmp_path / "nothing-here", readonly=True)
+
+
+def test_inline_chunk_frame_lives_and_dies_with_its_entry(meta: MetaStore) -> None:
+    frame = b"F" * 60
+    inline = ChunkEntry(INLINE_SEGMENT, 0, len(frame), 1, 1001, 4096, 7, 0)
+    with meta.write() as t:
+        t.put_inode(file_inode(5))
+        t.put_chunk(5, 0, inline, frame)
+    with meta.read() as t:
+        assert t.get_inline(5, 0) == frame
+        assert t.counters()["stored_bytes"] == len(frame)
+        assert t.garbage_by_segment() == {}
+    with meta.write() as t:
+        t.put_chunk(5, 0, entry(segment=3, frame_len=500))  # moves to a segment: inline value goes
+    with meta.read() as t:
+        assert t.get_inline(5, 0) is None
+        assert t.garbage_by_segment() == {}  # an inline frame is no segment garbage
+    with meta.write() as t:
+        t.put_chunk(5, 0, inline, frame)
+        t.delete_chunks_from(5, 0)
+    with meta.read() as t:
+        assert t.get_inline(5, 0) is None and t.get_chunk(5, 0) is None
+        assert t.counters()["stored_bytes"] == 0
+    with pytest.raises(MetaError):
+        with meta.write() as t:
+            t.put_chunk(5, 0, inline)  # no frame

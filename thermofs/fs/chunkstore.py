@@ -6,11 +6,16 @@ from collections.abc import Sequence
 
 from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, decode_frame, encode_parts
 from thermofs.fs.errors import CorruptChunk
-from thermofs.fs.meta import ChunkEntry
+from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry
 from thermofs.fs.segments import SegmentStore
 
 
 Buffer = bytes | bytearray | memoryview
+# Frames up to this size are stored in LMDB, committed with the file's metadata: a small file's
+# close then costs one fdatasync instead of two (segment, then LMDB). 2 KiB keeps the value within
+# half an LMDB page (no overflow pages). Measured creating 2,000 files of 1-4 KiB through a mount:
+# 270 -> 310 files/s.
+INLINE_MAX = 2048
 
 
 def _all_zero(raw: Buffer) -> bool:
@@ -52,11 +57,31 @@ class ChunkStore:
     def remove_segment(self, seg_id: int) -> None:
         self.segments.remove(seg_id)
 
-    def read(self, entry: ChunkEntry) -> bytes:
-        """Read and verify one chunk; any mismatch with its map entry is CorruptChunk (EIO)."""
+    def store_small(self, raw: Buffer) -> tuple[ChunkEntry | None, bytes | None]:
+        """Encode one chunk; a frame of at most INLINE_MAX bytes is returned to be stored inline
+        in LMDB (entry on segment 0), a larger one is appended to a segment. (None, None) for an
+        all-zero chunk."""
+        if _all_zero(raw):
+            return None, None
+        head, body, info = encode_parts(raw, self.hot)
+        if info.frame_len <= INLINE_MAX:
+            return (ChunkEntry(INLINE_SEGMENT, 0, info.frame_len, info.codec_id, info.param, info.raw_len,
+                               info.checksum, 0), head + bytes(body))
+        [(seg, off)] = self.segments.append([(head, body)])
+        return ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len,
+                          info.checksum, 0), None
+
+    def read(self, entry: ChunkEntry, inline: bytes | None = None) -> bytes:
+        """Read and verify one chunk (an inline one from its ``inline`` frame); any mismatch with
+        its map entry is CorruptChunk (EIO)."""
         if entry.frame_len > self.chunk_size + 4096 or entry.raw_len > self.chunk_size:
             raise CorruptChunk(f"chunk entry has impossible lengths ({entry.frame_len}, {entry.raw_len})")
-        frame = self.segments.read(entry.segment, entry.offset, entry.frame_len)
+        if entry.segment == INLINE_SEGMENT:
+            if inline is None or len(inline) != entry.frame_len:
+                raise CorruptChunk("inline chunk frame is missing or has the wrong length")
+            frame = inline
+        else:
+            frame = self.segments.read(entry.segment, entry.offset, entry.frame_len)
         try:
             raw = decode_frame(frame, self.table, self.chunk_size)
         except CorruptFrame as e:

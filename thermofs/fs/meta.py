@@ -7,6 +7,8 @@ Key layout (every integer big-endian, so cursor order is numeric order and prefi
     dirents       parent ino u64 + name bytes      child ino u64 + child file type u32 (S_IFMT bits)
     chunks        ino u64 + chunk index u64        CHUNK struct (segment, offset, frame length, codec
                                                    id, codec param, raw length, xxh3, tier)
+    inline        ino u64 + chunk index u64        the frame of a chunk whose entry has segment 0
+                                                   (small frames live in LMDB: no segment sync)
     symlinks      ino u64                          target bytes
     xattrs        ino u64 + name bytes             value bytes
     orphans       ino u64                          b"" (nlink 0 but open) or parent u64 + hidden name
@@ -43,7 +45,9 @@ CHUNK = struct.Struct(">IQIBIIQB")
 DIRENT = struct.Struct(">QI")
 
 ROOT_INO = 1
-DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "orphans", "garbage", "counters")
+DBS = ("inodes", "dirents", "chunks", "inline", "symlinks", "xattrs", "orphans", "garbage", "counters")
+# Segment id of chunks stored inline (segment files are numbered from 1).
+INLINE_SEGMENT = 0
 COUNTERS = ("next_ino", "files", "logical_bytes", "stored_bytes", "garbage_bytes", "chunks",
             "hot_chunks", "cold_chunks")
 # Virtual address space reserved for the LMDB map; the file only grows as pages are used. 256 GiB of
@@ -200,12 +204,21 @@ class Txn:
         raw = self._txn.get(_chunk_key(ino, index), db=self._db["chunks"])
         return ChunkEntry.unpack(raw) if raw is not None else None
 
-    def put_chunk(self, ino: int, index: int, entry: ChunkEntry) -> None:
-        """Point chunk ``index`` of ``ino`` at ``entry``; the frame it replaces becomes garbage."""
+    def put_chunk(self, ino: int, index: int, entry: ChunkEntry, frame: bytes | None = None) -> None:
+        """Point chunk ``index`` of ``ino`` at ``entry``; the frame it replaces becomes garbage.
+
+        An inline entry (segment INLINE_SEGMENT) comes with its ``frame``, stored here.
+        """
         key = _chunk_key(ino, index)
         old = self._txn.get(key, db=self._db["chunks"])
         if old is not None:
             self._forget_chunk(ChunkEntry.unpack(old))
+        if entry.segment == INLINE_SEGMENT:
+            if frame is None or len(frame) != entry.frame_len:
+                raise MetaError("an inline chunk entry needs its frame")
+            self._txn.put(key, frame, db=self._db["inline"])
+        elif old is not None:
+            self._txn.delete(key, db=self._db["inline"])
         self._txn.put(key, entry.pack(), db=self._db["chunks"])
         self.bump("chunks", 1)
         self.bump("stored_bytes", entry.frame_len)
@@ -220,6 +233,10 @@ class Txn:
         if old is not None:
             self._forget_chunk(ChunkEntry.unpack(old))
             self._txn.delete(key, db=self._db["chunks"])
+            self._txn.delete(key, db=self._db["inline"])
+
+    def get_inline(self, ino: int, index: int) -> bytes | None:
+        return self._txn.get(_chunk_key(ino, index), db=self._db["inline"])
 
     def _forget_chunk(self, entry: ChunkEntry) -> None:
         self.bump("chunks", -1)
@@ -228,7 +245,8 @@ class Txn:
         self.bump(_codec_counter(entry.codec_id, "chunks"), -1)
         self.bump(_codec_counter(entry.codec_id, "raw_bytes"), -entry.raw_len)
         self.bump(_codec_counter(entry.codec_id, "stored_bytes"), -entry.frame_len)
-        self.add_garbage(entry)
+        if entry.segment != INLINE_SEGMENT:  # an inline frame goes with its LMDB value
+            self.add_garbage(entry)
 
     def add_garbage(self, entry: ChunkEntry) -> None:
         """The frame of ``entry`` is dead: account it to its segment."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import NotFound
-from thermofs.fs.meta import ChunkEntry, Inode, MetaStore, Txn
+from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, Inode, MetaStore, Txn
 
 # Staged entries committed at the latest after this many chunks (1 GiB at 64 KiB chunks): bounds the
 # memory of the staged map and the work a crash can undo for a file written without fsync.
@@ -110,6 +110,7 @@ class OpenFile:
         self._dirty: dict[int, bytearray] = {}
         self._inflight: dict[int, Inflight] = {}
         self._staged: dict[int, ChunkEntry | None] = {}
+        self._inline: dict[int, bytes] = {}  # frames of staged inline entries
         self._superseded: list[ChunkEntry] = []
 
     # -- attributes ---------------------------------------------------------------------------------
@@ -163,13 +164,14 @@ class OpenFile:
         if data is not None:
             return data
         if index in self._staged:
-            entry = self._staged[index]
+            entry, inline = self._staged[index], self._inline.get(index)
         else:
             with self._meta.read() as t:
                 entry = t.get_chunk(self.ino, index)
+                inline = t.get_inline(self.ino, index) if entry and entry.segment == INLINE_SEGMENT else None
         if entry is None:
             return b""
-        data = self._chunks.read(entry)
+        data = self._chunks.read(entry, inline)
         self._cache.put(key, data)
         return data
 
@@ -241,7 +243,8 @@ class OpenFile:
         if old is not None:
             self._reap_one(index, old)
         entry = self._staged.pop(index, None)
-        if entry is not None:
+        self._inline.pop(index, None)
+        if entry is not None and entry.segment != INLINE_SEGMENT:
             self._superseded.append(entry)
 
     def _reap_one(self, index: int, flight: Inflight) -> None:
@@ -308,13 +311,17 @@ class OpenFile:
             if len(pending) == 1 and not self._inflight:
                 index = pending[0]
                 self._supersede(index)
-                # Inline, no thread hand-off: the common case of a small file's close.
-                [self._staged[index]] = self._chunks.encode_append([self._dirty[index]])
+                # No thread hand-off for the common case of a small file's close; a small frame
+                # is stored inline in LMDB.
+                entry, frame = self._chunks.store_small(self._dirty[index])
+                self._staged[index] = entry
+                if frame is not None:
+                    self._inline[index] = frame
                 self._budget.add(-len(self._dirty.pop(index)))
             elif pending:
                 self._submit([(index, self._dirty.pop(index)) for index in pending])
             self._reap(wait=True)
-            if self._staged:
+            if any(e is not None and e.segment != INLINE_SEGMENT for e in self._staged.values()):
                 self._chunks.sync()
             with self._meta.write() as t:
                 inode = t.get_inode(self.ino)
@@ -323,7 +330,7 @@ class OpenFile:
                     inode = self.birth.inode
                 if inode is None:
                     for entry in [*self._staged.values(), *self._superseded]:
-                        if entry is not None:
+                        if entry is not None and entry.segment != INLINE_SEGMENT:
                             t.add_garbage(entry)
                 else:
                     if drop_from is not None:
@@ -332,13 +339,14 @@ class OpenFile:
                         if entry is None:
                             t.delete_chunk(self.ino, index)
                         else:
-                            t.put_chunk(self.ino, index, entry)
+                            t.put_chunk(self.ino, index, entry, self._inline.get(index))
                     for entry in self._superseded:
                         t.add_garbage(entry)
                     if stat.S_ISREG(inode.mode) and inode.nlink > 0:
                         t.bump("logical_bytes", self.size - inode.size)
                     t.put_inode(self.overlay(inode))
             self._staged.clear()
+            self._inline.clear()
             self._superseded.clear()
             self.attrs.clear()
             self.attr_dirty = False
@@ -348,7 +356,8 @@ class OpenFile:
         """Drop whatever could not be committed (the last close after a failed flush); the frames
         already written for it are accounted as garbage, so dead segments can be deleted."""
         with self.lock:
-            dead = [e for e in (*self._staged.values(), *self._superseded) if e is not None]
+            dead = [e for e in (*self._staged.values(), *self._superseded)
+                    if e is not None and e.segment != INLINE_SEGMENT]
             for flight in self._inflight.values():
                 if flight.future.exception() is None:
                     entry = flight.future.result()[flight.slot]
@@ -360,6 +369,7 @@ class OpenFile:
                 self._budget.add(-len(buf))
             self._dirty.clear()
             self._staged.clear()
+            self._inline.clear()
             self._superseded.clear()
             self.attr_dirty = False
             if dead:

@@ -12,10 +12,10 @@ from thermofs.fs.segments import SegmentStore
 
 Buffer = bytes | bytearray | memoryview
 # Frames up to this size are stored in LMDB, committed with the file's metadata: a small file's
-# close then costs one fdatasync instead of two (segment, then LMDB). 2 KiB keeps the value within
-# half an LMDB page (no overflow pages). Measured creating 2,000 files of 1-4 KiB through a mount:
-# 270 -> 310 files/s.
-INLINE_MAX = 2048
+# close then costs one fdatasync instead of two (segment, then LMDB). Up to ~2 KiB a value sits on a
+# leaf page; up to 4,000 bytes it takes one 4 KiB overflow page (at most ~2 KiB of slack, on files
+# this small). Measured creating 2,000 files of 1-4 KiB through a mount: 270 -> 310 files/s.
+INLINE_MAX = 4000
 
 
 def _all_zero(raw: Buffer) -> bool:

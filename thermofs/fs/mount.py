@@ -29,7 +29,8 @@ LOG_FILE = "thermofs.log"
 OWN_OPTIONS = {"cache_size", "dirty_size"}
 FUSE_FLAGS = {"allow_other", "allow_root", "ro", "rw", "noatime", "nodev", "nosuid", "noexec",
               "auto_unmount", "debug", "nothreads", "kernel_cache", "direct_io", "nonempty"}
-FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "max_read", "subtype"}
+FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "max_read", "subtype",
+               "max_idle_threads", "max_threads"}
 # Kernel read-ahead for the mount: 1 MiB makes the kernel send 1 MiB read requests instead of 128 KiB,
 # which cuts the per-request Python cost of sequential reads by 8x.
 READ_AHEAD_KB = 1024

@@ -1,0 +1,134 @@
+"""The `thermofs` command: clear errors and non-zero exits for misuse, the stats contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount
+from thermofs.fs.mount import mount_source
+
+THERMOFS = [sys.executable, "-m", "thermofs"]
+
+
+def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("command", ["mkfs", "mount", "stats"])
+def test_every_command_has_help(command: str) -> None:
+    r = run(command, "--help")
+    assert r.returncode == 0 and "Usage:" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--chunk-size", "1000"], "chunk size must be a power of two"),
+    (["--chunk-size", "64Q"], "not a size"),
+    (["--hot-codec", "lz77"], "unknown codec"),
+    (["--cold-codec", "zstd:99"], "zstd level"),
+])
+def test_mkfs_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    r = run("mkfs", tmp_path / "store", *args)
+    assert r.returncode != 0 and message in r.stderr
+    assert not (tmp_path / "store" / "thermofs.json").exists()
+
+
+def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "precious").write_text("keep me")
+    r = run("mkfs", tmp_path / "store")
+    assert r.returncode != 0 and "not an empty directory" in r.stderr
+    assert (tmp_path / "store" / "precious").read_text() == "keep me"
+
+
+def test_mount_misuse_gives_clear_errors(tmp_path: Path) -> None:
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    assert run("mkfs", store).returncode == 0
+    r = run("mount", tmp_path / "nostore", mnt)
+    assert r.returncode != 0 and "no such store" in r.stderr
+    r = run("mount", store, tmp_path / "missing")
+    assert r.returncode != 0 and "does not exist" in r.stderr
+    mnt.mkdir()
+    (mnt / "file").write_text("x")
+    r = run("mount", store, mnt)
+    assert r.returncode != 0 and "not empty" in r.stderr
+    (mnt / "file").unlink()
+    r = run("mount", store, mnt, "-o", "bogus_option")
+    assert r.returncode != 0 and "unknown or malformed mount option" in r.stderr
+    (tmp_path / "plain").mkdir()
+    r = run("mount", tmp_path / "plain", mnt)
+    assert r.returncode != 0 and "not a thermofs store" in r.stderr
+    assert mount_source(mnt) is None
+
+
+def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    assert run("mkfs", store).returncode == 0
+    record = json.loads((store / "thermofs.json").read_text())
+    record["version"] = 99
+    (store / "thermofs.json").write_text(json.dumps(record))
+    (tmp_path / "mnt").mkdir()
+    r = run("mount", store, tmp_path / "mnt")
+    assert r.returncode != 0 and "format version 99" in r.stderr
+    r = run("stats", store)
+    assert r.returncode != 0 and "format version 99" in r.stderr
+
+
+def test_second_mount_of_a_store_is_refused(mount: Mount, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    r = run("mount", mount.store, tmp_path / "other")
+    assert r.returncode != 0 and "in use" in r.stderr
+    assert mount_source(tmp_path / "other") is None
+    (mount.mountpoint / "still").write_bytes(b"works")
+    assert (mount.mountpoint / "still").read_bytes() == b"works"
+
+
+def test_daemon_mount_returns_when_ready_and_unmounts(tmp_path: Path) -> None:
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    assert run("mkfs", store).returncode == 0
+    r = run("mount", store, mnt)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert mount_source(mnt) is not None
+        (mnt / "f").write_bytes(b"daemon")
+        assert (mnt / "f").read_bytes() == b"daemon"
+    finally:
+        if mount_source(mnt) is not None:
+            if subprocess.run(["fusermount", "-u", str(mnt)]).returncode != 0:
+                subprocess.run(["fusermount", "-u", "-z", str(mnt)])
+    assert mount_source(mnt) is None
+    assert "mounting" in (store / "thermofs.log").read_text()
+
+
+def test_stats_json_contract(make_mount: Callable[..., Mount]) -> None:
+    m = make_mount()
+    text = (b"all work and no play makes jack a dull boy\n" * 5000)
+    (m.mountpoint / "a.txt").write_bytes(text)
+    (m.mountpoint / "b.bin").write_bytes(os.urandom(200_000))
+    for target in (m.mountpoint, m.store):
+        r = run("stats", target, "--json")
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        for key in ("logical_bytes", "stored_bytes", "physical_bytes", "garbage_bytes", "files", "chunks",
+                    "hot_chunks", "cold_chunks", "codecs"):
+            assert key in s
+        assert s["files"] == 2 and s["logical_bytes"] == len(text) + 200_000
+        assert s["chunks"] == s["hot_chunks"] + s["cold_chunks"]
+        assert sum(c["chunks"] for c in s["codecs"].values()) == s["chunks"]
+        assert sum(c["stored_bytes"] for c in s["codecs"].values()) == s["stored_bytes"]
+        assert s["codecs"]["raw"]["raw_bytes"] >= 200_000 - 65536  # random data is stored raw
+        assert s["stored_bytes"] < s["logical_bytes"]
+    r = run("stats", m.mountpoint, m.mountpoint / "a.txt")
+    per_file = json.loads(r.stdout)["files"]
+    assert per_file[str(m.mountpoint / "a.txt")]["logical_bytes"] == len(text)
+    assert per_file[str(m.mountpoint / "a.txt")]["stored_bytes"] < len(text) // 10
+    r = run("stats", m.mountpoint)
+    assert r.returncode == 0 and "stored" in r.stdout and "zstd" in r.stdout

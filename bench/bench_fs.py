@@ -263,9 +263,10 @@ class FuseTarget(Target):
 class PassthroughTarget(FuseTarget):
     name = "passthrough"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, nothreads: bool = False) -> None:
         super().__init__(workdir)
         self.root = workdir / "passthrough-root"
+        self.nothreads = nothreads
 
     def start(self) -> None:
         self.root.mkdir()
@@ -275,7 +276,8 @@ class PassthroughTarget(FuseTarget):
         return [self.root]
 
     def command(self) -> list[str]:
-        return [sys.executable, str(BENCH_DIR / "passthrough.py"), str(self.root), str(self.path)]
+        return [sys.executable, str(BENCH_DIR / "passthrough.py"), str(self.root), str(self.path),
+                *(["--nothreads"] if self.nothreads else [])]
 
 
 class ThermofsTarget(FuseTarget):
@@ -722,6 +724,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset of targets")
     p.add_argument("--mkfs-args", default="", help="extra arguments for thermofs mkfs, e.g. '--chunk-size 128K'")
     p.add_argument("--mount-options", default=None, help="thermofs -o options")
+    p.add_argument("--nothreads", action="store_true",
+                   help="single-threaded FUSE loop for both FUSE targets (thermofs -o nothreads)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the work directory (never while mounted)")
     args = p.parse_args(argv)
@@ -734,9 +738,10 @@ def make_target(name: str, workdir: Path, args: argparse.Namespace) -> Target:
     if name == "plain":
         return PlainTarget(workdir)
     if name == "passthrough":
-        return PassthroughTarget(workdir)
+        return PassthroughTarget(workdir, args.nothreads)
     if name == "thermofs":
-        return ThermofsTarget(workdir, args.mkfs_args.split(), args.mount_options)
+        options = ",".join(filter(None, [args.mount_options, "nothreads" if args.nothreads else None]))
+        return ThermofsTarget(workdir, args.mkfs_args.split(), options or None)
     raise SystemExit(f"unknown target {name!r} (known: {', '.join(TARGETS)})")
 
 
@@ -806,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "config": {"size": size, "files": args.files, "dirs": args.dirs, "random_reads": args.random_reads,
                    "io_size": IO_SIZE, "corpus": [str(c) for c in args.corpus], "stdlib": str(args.stdlib),
-                   "mkfs_args": args.mkfs_args, "mount_options": args.mount_options, "cpus": os.cpu_count(),
+                   "mkfs_args": args.mkfs_args, "mount_options": args.mount_options,
+                   "nothreads": args.nothreads, "cpus": os.cpu_count(),
                    "targets": names, "seconds": time.monotonic() - t_start,
                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()[0]},
         "goals": {**{k: g.text() for k, g in GOALS.items()}, "stdlib_stored": f"<= {STDLIB_STORED_GOAL:.0%}"},

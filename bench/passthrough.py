@@ -212,8 +212,9 @@ class Passthrough(mfusepy.Operations):
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print(f"usage: {argv[0]} ROOT MOUNTPOINT", file=sys.stderr)
+    nothreads = "--nothreads" in argv[3:]
+    if len(argv) != 3 + nothreads:
+        print(f"usage: {argv[0]} ROOT MOUNTPOINT [--nothreads]", file=sys.stderr)
         return 2
     # libfuse3 does chdir("/") even in the foreground: absolute paths only.
     root, mountpoint = os.path.realpath(argv[1]), os.path.realpath(argv[2])
@@ -223,7 +224,7 @@ def main(argv: list[str]) -> int:
         opts["allow_other"] = True
     threading.Thread(target=_raise_read_ahead, args=(Path(mountpoint), time.monotonic() + 30),
                      daemon=True).start()
-    FUSE(Passthrough(root), mountpoint, foreground=True, **opts)
+    FUSE(Passthrough(root), mountpoint, foreground=True, nothreads=nothreads, **opts)
     return 0
 
 

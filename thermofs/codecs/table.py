@@ -27,7 +27,7 @@ class Codec:
         if param != 0:
             raise BadSpec(f"codec {self.name!r} takes no parameter")
 
-    def compress(self, data: bytes, param: int) -> bytes:
+    def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
         raise NotImplementedError
 
     def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
@@ -39,7 +39,7 @@ class RawCodec(Codec):
     ID = 0
     name = "raw"
 
-    def compress(self, data: bytes, param: int) -> bytes:
+    def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
         return bytes(data)
 
     def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
@@ -89,7 +89,7 @@ class ZstdCodec(Codec):
             d = self._local.d = zstandard.ZstdDecompressor()
         return d
 
-    def compress(self, data: bytes, param: int) -> bytes:
+    def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
         return self._compressor(self.level_of(param)).compress(data)
 
     def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:

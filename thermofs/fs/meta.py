@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import lmdb
 
@@ -112,6 +112,11 @@ def _codec_counter(codec_id: int, field: str) -> str:
     return f"codec/{codec_id}/{field}"
 
 
+def _items(cursor: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
+    """A cursor's (key, value) pairs as bytes (transactions are opened without buffers)."""
+    return cast(Iterator[tuple[bytes, bytes]], iter(cursor))
+
+
 class Txn:
     """Typed access to the sub-databases inside one LMDB transaction."""
 
@@ -122,17 +127,20 @@ class Txn:
         # (segment, offset, length) of frames this transaction made garbage
         self.freed: list[tuple[int, int, int]] = []
 
+    def _get(self, key: bytes, db: lmdb._Database) -> bytes | None:
+        return cast("bytes | None", self._txn.get(key, db=db))
+
     # -- counters -------------------------------------------------------------------------------------
     def bump(self, name: str, delta: int) -> None:
         if delta:
             self.deltas[name] = self.deltas.get(name, 0) + delta
 
     def counter(self, name: str) -> int:
-        raw = self._txn.get(name.encode(), db=self._db["counters"])
+        raw = self._get(name.encode(), self._db["counters"])
         return (I64.unpack(raw)[0] if raw else 0) + self.deltas.get(name, 0)
 
     def counters(self) -> dict[str, int]:
-        out = {k.decode(): I64.unpack(v)[0] for k, v in self._txn.cursor(db=self._db["counters"])}
+        out = {k.decode(): I64.unpack(v)[0] for k, v in _items(self._txn.cursor(db=self._db["counters"]))}
         for k, d in self.deltas.items():
             out[k] = out.get(k, 0) + d
         return out
@@ -140,7 +148,7 @@ class Txn:
     def _apply_deltas(self) -> None:
         for name, delta in self.deltas.items():
             key = name.encode()
-            raw = self._txn.get(key, db=self._db["counters"])
+            raw = self._get(key, self._db["counters"])
             self._txn.put(key, I64.pack((I64.unpack(raw)[0] if raw else 0) + delta), db=self._db["counters"])
         self.deltas.clear()
 
@@ -151,7 +159,7 @@ class Txn:
 
     # -- inodes ---------------------------------------------------------------------------------------
     def get_inode(self, ino: int) -> Inode | None:
-        raw = self._txn.get(U64.pack(ino), db=self._db["inodes"])
+        raw = self._get(U64.pack(ino), self._db["inodes"])
         return Inode.unpack(ino, raw) if raw is not None else None
 
     def put_inode(self, inode: Inode) -> None:
@@ -168,12 +176,12 @@ class Txn:
             self.del_xattr(ino, name)
 
     def inodes(self) -> Iterator[Inode]:
-        for k, v in self._txn.cursor(db=self._db["inodes"]):
+        for k, v in _items(self._txn.cursor(db=self._db["inodes"])):
             yield Inode.unpack(U64.unpack(k)[0], v)
 
     # -- directory entries ----------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> int | None:
-        raw = self._txn.get(U64.pack(parent) + name, db=self._db["dirents"])
+        raw = self._get(U64.pack(parent) + name, self._db["dirents"])
         return DIRENT.unpack(raw)[0] if raw is not None else None
 
     def put_dirent(self, parent: int, name: bytes, ino: int, mode: int) -> None:
@@ -187,7 +195,7 @@ class Txn:
         cur = self._txn.cursor(db=self._db["dirents"])
         if not cur.set_range(prefix):
             return
-        for k, v in cur:
+        for k, v in _items(cur):
             if not k.startswith(prefix):
                 break
             yield (k[8:], *DIRENT.unpack(v))
@@ -197,14 +205,14 @@ class Txn:
 
     # -- symlinks -------------------------------------------------------------------------------------
     def get_symlink(self, ino: int) -> bytes | None:
-        return self._txn.get(U64.pack(ino), db=self._db["symlinks"])
+        return self._get(U64.pack(ino), self._db["symlinks"])
 
     def put_symlink(self, ino: int, target: bytes) -> None:
         self._txn.put(U64.pack(ino), target, db=self._db["symlinks"])
 
     # -- chunk map ------------------------------------------------------------------------------------
     def get_chunk(self, ino: int, index: int) -> ChunkEntry | None:
-        raw = self._txn.get(_chunk_key(ino, index), db=self._db["chunks"])
+        raw = self._get(_chunk_key(ino, index), db=self._db["chunks"])
         return ChunkEntry.unpack(raw) if raw is not None else None
 
     def put_chunk(self, ino: int, index: int, entry: ChunkEntry, frame: bytes | None = None) -> None:
@@ -213,7 +221,7 @@ class Txn:
         An inline entry (segment INLINE_SEGMENT) comes with its ``frame``, stored here.
         """
         key = _chunk_key(ino, index)
-        old = self._txn.get(key, db=self._db["chunks"])
+        old = self._get(key, self._db["chunks"])
         if old is not None:
             self._forget_chunk(ChunkEntry.unpack(old))
         if entry.segment == INLINE_SEGMENT:
@@ -232,14 +240,14 @@ class Txn:
 
     def delete_chunk(self, ino: int, index: int) -> None:
         key = _chunk_key(ino, index)
-        old = self._txn.get(key, db=self._db["chunks"])
+        old = self._get(key, self._db["chunks"])
         if old is not None:
             self._forget_chunk(ChunkEntry.unpack(old))
             self._txn.delete(key, db=self._db["chunks"])
             self._txn.delete(key, db=self._db["inline"])
 
     def get_inline(self, ino: int, index: int) -> bytes | None:
-        return self._txn.get(_chunk_key(ino, index), db=self._db["inline"])
+        return self._get(_chunk_key(ino, index), db=self._db["inline"])
 
     def _forget_chunk(self, entry: ChunkEntry) -> None:
         self.bump("chunks", -1)
@@ -254,7 +262,7 @@ class Txn:
     def add_garbage(self, entry: ChunkEntry) -> None:
         """The frame of ``entry`` is dead: account it to its segment."""
         key = U32.pack(entry.segment)
-        raw = self._txn.get(key, db=self._db["garbage"])
+        raw = self._get(key, self._db["garbage"])
         self._txn.put(key, U64.pack((U64.unpack(raw)[0] if raw else 0) + entry.frame_len),
                       db=self._db["garbage"])
         self.bump("garbage_bytes", entry.frame_len)
@@ -265,7 +273,7 @@ class Txn:
         cur = self._txn.cursor(db=self._db["chunks"])
         if not cur.set_range(_chunk_key(ino, start)):
             return
-        for k, v in cur:
+        for k, v in _items(cur):
             if not k.startswith(prefix):
                 break
             yield U64.unpack(k[8:])[0], ChunkEntry.unpack(v)
@@ -276,7 +284,7 @@ class Txn:
 
     # -- xattrs ---------------------------------------------------------------------------------------
     def get_xattr(self, ino: int, name: bytes) -> bytes | None:
-        return self._txn.get(U64.pack(ino) + name, db=self._db["xattrs"])
+        return self._get(U64.pack(ino) + name, self._db["xattrs"])
 
     def put_xattr(self, ino: int, name: bytes, value: bytes) -> None:
         self._txn.put(U64.pack(ino) + name, value, db=self._db["xattrs"])
@@ -289,7 +297,7 @@ class Txn:
         cur = self._txn.cursor(db=self._db["xattrs"])
         if not cur.set_range(prefix):
             return
-        for k in cur.iternext(keys=True, values=False):
+        for k in cast(Iterator[bytes], cur.iternext(keys=True, values=False)):
             if not k.startswith(prefix):
                 break
             yield k[8:]
@@ -301,24 +309,24 @@ class Txn:
     def del_orphan(self, ino: int, parent: int | None = None, name: bytes = b"") -> None:
         """Forget an orphan; with ``parent``, only if the record is for that hidden name."""
         key = U64.pack(ino)
-        if parent is not None and self._txn.get(key, db=self._db["orphans"]) != U64.pack(parent) + name:
+        if parent is not None and self._get(key, self._db["orphans"]) != U64.pack(parent) + name:
             return
         self._txn.delete(key, db=self._db["orphans"])
 
     def orphans(self) -> list[tuple[int, int, bytes]]:
         """(ino, parent, hidden name) of every orphan; parent 0 for an inode with no name left."""
         out = []
-        for k, v in self._txn.cursor(db=self._db["orphans"]):
+        for k, v in _items(self._txn.cursor(db=self._db["orphans"])):
             out.append((U64.unpack(k)[0], U64.unpack(v[:8])[0] if v else 0, v[8:]))
         return out
 
     def garbage_by_segment(self) -> dict[int, int]:
-        return {U32.unpack(k)[0]: U64.unpack(v)[0] for k, v in self._txn.cursor(db=self._db["garbage"])}
+        return {U32.unpack(k)[0]: U64.unpack(v)[0] for k, v in _items(self._txn.cursor(db=self._db["garbage"]))}
 
     def forget_segment(self, segment: int) -> None:
         """A dead segment was deleted: its garbage is gone from the store."""
         key = U32.pack(segment)
-        raw = self._txn.get(key, db=self._db["garbage"])
+        raw = self._get(key, self._db["garbage"])
         if raw is not None:
             self.bump("garbage_bytes", -U64.unpack(raw)[0])
             self._txn.delete(key, db=self._db["garbage"])

@@ -139,7 +139,7 @@ class OpenFile:
             end = min(offset + size, self.size)
             if offset >= end:
                 return b""
-            parts: list[bytes | bytearray] = []
+            parts: list[Buffer] = []
             pos = offset
             while pos < end:
                 index, within = divmod(pos, cs)
@@ -151,7 +151,7 @@ class OpenFile:
                 pos += n
             return b"".join(parts)
 
-    def _chunk(self, index: int) -> bytes | bytearray:
+    def _chunk(self, index: int) -> Buffer:
         """Current content of one chunk (possibly shorter than the chunk size; b"" for a hole)."""
         buf = self._dirty.get(index)
         if buf is not None:

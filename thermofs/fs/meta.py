@@ -6,9 +6,8 @@ Key layout (every integer big-endian, so cursor order is numeric order and prefi
     inodes        ino u64                          INODE struct (mode, uid, gid, nlink, size, times, ...)
     dirents       parent ino u64 + name bytes      child ino u64 + child file type u32 (S_IFMT bits)
     chunks        ino u64 + chunk index u64        CHUNK struct (segment, offset, frame length, codec
-                                                   id, codec param, raw length, xxh3, tier)
-    inline        ino u64 + chunk index u64        the frame of a chunk whose entry has segment 0
-                                                   (small frames live in LMDB: no segment sync)
+                                                   id, codec param, raw length, xxh3, tier); an
+                                                   inline chunk (segment 0) has its frame appended
     symlinks      ino u64                          target bytes
     xattrs        ino u64 + name bytes             value bytes
     orphans       ino u64                          b"" (nlink 0 but open) or parent u64 + hidden name
@@ -46,8 +45,12 @@ CHUNK = struct.Struct(">IQIBIIQB")
 DIRENT = struct.Struct(">QI")
 
 ROOT_INO = 1
-DBS = ("inodes", "dirents", "chunks", "inline", "symlinks", "xattrs", "orphans", "garbage", "counters")
-# Segment id of chunks stored inline (segment files are numbered from 1).
+DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "orphans", "garbage", "counters")
+# Segment id of chunks stored inline, their frame in the chunk map value right after the entry
+# (segment files are numbered from 1). Small frames live in LMDB: a small file's close needs no
+# segment sync. In the entry's own value rather than a sub-database of their own because the cost of
+# a synced commit grows with the sub-databases it touches (prefilled LMDB, 1,500 commits: 0.28 ms
+# for 1, 0.43 ms for 3, 0.69 ms for 6).
 INLINE_SEGMENT = 0
 COUNTERS = ("next_ino", "files", "logical_bytes", "stored_bytes", "garbage_bytes", "chunks",
             "hot_chunks", "cold_chunks")
@@ -101,7 +104,7 @@ class ChunkEntry:
 
     @classmethod
     def unpack(cls, raw: bytes) -> ChunkEntry:
-        return cls(*CHUNK.unpack(raw))
+        return cls(*CHUNK.unpack_from(raw))
 
 
 def _chunk_key(ino: int, index: int) -> bytes:
@@ -224,13 +227,12 @@ class Txn:
         old = self._get(key, self._db["chunks"])
         if old is not None:
             self._forget_chunk(ChunkEntry.unpack(old))
+        value = entry.pack()
         if entry.segment == INLINE_SEGMENT:
             if frame is None or len(frame) != entry.frame_len:
                 raise MetaError("an inline chunk entry needs its frame")
-            self._txn.put(key, frame, db=self._db["inline"])
-        elif old is not None:
-            self._txn.delete(key, db=self._db["inline"])
-        self._txn.put(key, entry.pack(), db=self._db["chunks"])
+            value += frame
+        self._txn.put(key, value, db=self._db["chunks"])
         self.bump("chunks", 1)
         self.bump("stored_bytes", entry.frame_len)
         self.bump("cold_chunks" if entry.tier else "hot_chunks", 1)
@@ -244,10 +246,11 @@ class Txn:
         if old is not None:
             self._forget_chunk(ChunkEntry.unpack(old))
             self._txn.delete(key, db=self._db["chunks"])
-            self._txn.delete(key, db=self._db["inline"])
 
     def get_inline(self, ino: int, index: int) -> bytes | None:
-        return self._get(_chunk_key(ino, index), db=self._db["inline"])
+        """The frame of an inline chunk (None for a chunk in a segment, or no chunk)."""
+        raw = self._get(_chunk_key(ino, index), self._db["chunks"])
+        return raw[CHUNK.size:] if raw is not None and len(raw) > CHUNK.size else None
 
     def _forget_chunk(self, entry: ChunkEntry) -> None:
         self.bump("chunks", -1)

@@ -394,11 +394,5 @@ class MetaStore:
         if t.freed and self._on_freed is not None:
             self._on_freed(t.freed)
 
-    def sync(self) -> None:
-        try:
-            self.env.sync(True)
-        except lmdb.Error as e:
-            raise _map_lmdb_error(e) from e
-
     def close(self) -> None:
         self.env.close()

@@ -606,10 +606,6 @@ class Volume:
                     self._drop_link(t, inode, now)
         self._reclaim()
 
-    def iter_inodes(self) -> Iterator[Inode]:
-        with self.meta.read() as t:
-            yield from t.inodes()
-
     def close(self) -> None:
         with self._ns_lock:
             self.flush_all()

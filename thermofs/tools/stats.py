@@ -10,7 +10,7 @@ from typing import Any
 
 from thermofs.codecs import CodecTable
 from thermofs.fs.errors import StoreError
-from thermofs.fs.meta import MetaStore, Txn
+from thermofs.fs.meta import MetaStore
 from thermofs.fs.mount import mount_source
 from thermofs.fs.store import read_config
 
@@ -32,7 +32,7 @@ def store_of(target: Path) -> Path:
     raise StoreError(f"{target} is neither a thermofs store nor a mounted thermofs volume")
 
 
-def _codecs(t: Txn, counters: dict[str, int], table: CodecTable) -> dict[str, dict[str, int]]:
+def _codecs(counters: dict[str, int], table: CodecTable) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for codec_id, codec in sorted(table.by_id.items()):
         row = {f: counters.get(f"codec/{codec_id}/{f}", 0) for f in ("chunks", "raw_bytes", "stored_bytes")}
@@ -47,7 +47,7 @@ def volume_stats(store: Path) -> dict[str, Any]:
     try:
         with meta.read() as t:
             c = t.counters()
-            codecs = _codecs(t, c, CodecTable())
+        codecs = _codecs(c, CodecTable())
     finally:
         meta.close()
     # Blocks, not sizes: dead frames are punched out of their segments.

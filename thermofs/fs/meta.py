@@ -14,7 +14,8 @@ Key layout (every integer big-endian, so cursor order is numeric order and prefi
                                                    (unlinked while open, renamed to a hidden name);
                                                    either way reclaimed at the next mount
     garbage       segment id u32                   garbage bytes u64 (dead frames in that segment)
-    counters      name (ascii)                     i64 running total (see COUNTERS, codec/<id>/...)
+    counters      name (utf-8)                     i64 running total (see COUNTERS, codec/<id>/...,
+                                                   xattr/<name>: inodes having that xattr)
 
 One write transaction per logical operation: ``with meta.write() as t: ...`` commits once at the end
 (or aborts on an exception). Running totals are accumulated in the transaction and written once.
@@ -23,6 +24,7 @@ One write transaction per logical operation: ``with meta.write() as t: ...`` com
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import struct
 from collections.abc import Callable, Iterator
@@ -113,6 +115,10 @@ def _chunk_key(ino: int, index: int) -> bytes:
 
 def _codec_counter(codec_id: int, field: str) -> str:
     return f"codec/{codec_id}/{field}"
+
+
+def _xattr_counter(name: bytes) -> str:
+    return "xattr/" + os.fsdecode(name)
 
 
 def _items(cursor: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
@@ -290,10 +296,21 @@ class Txn:
         return self._get(U64.pack(ino) + name, self._db["xattrs"])
 
     def put_xattr(self, ino: int, name: bytes, value: bytes) -> None:
-        self._txn.put(U64.pack(ino) + name, value, db=self._db["xattrs"])
+        key = U64.pack(ino) + name
+        if self._get(key, self._db["xattrs"]) is None:
+            self.bump(_xattr_counter(name), 1)
+        self._txn.put(key, value, db=self._db["xattrs"])
 
     def del_xattr(self, ino: int, name: bytes) -> bool:
-        return bool(self._txn.delete(U64.pack(ino) + name, db=self._db["xattrs"]))
+        deleted = bool(self._txn.delete(U64.pack(ino) + name, db=self._db["xattrs"]))
+        if deleted:
+            self.bump(_xattr_counter(name), -1)
+        return deleted
+
+    def xattr_in_use(self, name: bytes) -> bool:
+        """Does any inode have an xattr of this name? (The kernel asks every write for
+        security.capability; almost always the answer is no, without a path lookup.)"""
+        return self.counter(_xattr_counter(name)) > 0
 
     def xattr_names(self, ino: int) -> Iterator[bytes]:
         prefix = U64.pack(ino)

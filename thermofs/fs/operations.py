@@ -245,7 +245,7 @@ class Operations(mfusepy.Operations):
 
     @translate
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        return self.volume.getxattr(self.volume.resolve(path), name)
+        return self.volume.getxattr_path(path, name)
 
     @translate
     def listxattr(self, path: str) -> list[str]:

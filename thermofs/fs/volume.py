@@ -317,12 +317,14 @@ class Volume:
         if inode.nlink > 1:
             t.put_inode(inode.evolve(nlink=inode.nlink - 1, ctime=now))
             return
-        if inode.ino in self._files:
+        open_file = self._files.get(inode.ino)
+        if open_file is not None:
             # Still open: readable and writable until the last close (POSIX); purged then, or at the
             # next mount after a crash.
             self._uncount(t, inode)
             t.put_inode(inode.evolve(nlink=0, ctime=now))
             t.add_orphan(inode.ino)
+            open_file.unlinked = True
             return
         self._destroy(t, inode)
 
@@ -470,7 +472,7 @@ class Volume:
             with self._ns_lock:
                 for key in [k for k, v in self._creating.items() if v is f and v.born]:
                     del self._creating[key]
-        if last:
+        if last and f.unlinked:
             with self.meta.read() as t:
                 inode = t.get_inode(f.ino)
             if inode is not None and inode.nlink == 0:
@@ -536,6 +538,19 @@ class Volume:
         with self.meta.read() as t:
             self._get(t, ino)
             value = t.get_xattr(ino, os.fsencode(name))
+        if value is None:
+            raise NoAttr(name)
+        return value
+
+    def getxattr_path(self, path: str, name: str) -> bytes:
+        """getxattr by path; a name no inode has is answered without resolving the path."""
+        raw = os.fsencode(name)
+        with self.meta.read() as t:
+            if not t.xattr_in_use(raw):
+                raise NoAttr(name)
+            ino = self._resolve(t, path)
+            self._get(t, ino)
+            value = t.get_xattr(ino, raw)
         if value is None:
             raise NoAttr(name)
         return value

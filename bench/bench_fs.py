@@ -29,12 +29,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from thermofs.fs.mount import answers, mount_source
 
 MiB = 1 << 20
 IO_SIZE = 1 * MiB  # application write/read size for the sequential workloads
@@ -82,35 +83,6 @@ def parse_size(text: str) -> int:
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
     return int(float(num) * units[unit])
-
-
-def mount_source(mountpoint: Path) -> str | None:
-    """major:minor of what is mounted exactly at ``mountpoint`` (from /proc/self/mountinfo), or None."""
-    target = os.fsencode(os.path.abspath(mountpoint))
-    with open("/proc/self/mountinfo", "rb") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[4].replace(b"\\040", b" ") == target:
-                return fields[2].decode()
-    return None
-
-
-def answers(path: Path, timeout: float) -> bool:
-    """Does the mount answer statvfs within ``timeout``? A hung FUSE mount blocks the caller forever,
-    so ask from a daemon thread."""
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            os.statvfs(path)
-            ok.append(True)
-        except OSError:
-            ok.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(ok and ok[0])
 
 
 _warned_fadvise = False

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,30 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from thermofs.fs.mount import mount_source
+from thermofs.fs.mount import answers, mount_source
 from thermofs.fs.store import StoreConfig, mkfs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 # Lines the daemon log may hold without failing the test: libfuse 3.14 prints this for every mount.
 BENIGN_LOG = ("Ignoring invalid max threads value",)
-
-
-def _answers(path: Path, timeout: float) -> bool:
-    """Does the mount answer a statvfs within ``timeout``? (A hung mount blocks the caller forever.)"""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            os.statvfs(path)
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    return bool(result) and result[0]
 
 
 @dataclass
@@ -97,7 +79,7 @@ class Mount:
         """Unmount cleanly (the daemon flushes and exits); kill it if it hangs."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and not _answers(self.mountpoint, 10):
+        if self.proc.poll() is None and not answers(self.mountpoint, 10):
             self.proc.kill()
         self._unmount()
         try:

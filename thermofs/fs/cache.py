@@ -48,9 +48,15 @@ class ChunkCache:
             if old is not None:
                 self._bytes -= len(old)
 
-    def discard_inode(self, ino: int, start: int = 0) -> None:
+    def discard_range(self, ino: int, start: int, stop: int) -> None:
+        """Drop chunks [start, stop) of ``ino``: by key when the range is smaller than the cache,
+        else by one pass over the cache (never both, so a truncate costs O(min of the two))."""
         with self._lock:
-            for key in [k for k in self._data if k[0] == ino and k[1] >= start]:
+            if stop - start <= len(self._data):
+                keys: list[tuple[int, int]] = [(ino, i) for i in range(start, stop) if (ino, i) in self._data]
+            else:
+                keys = [k for k in self._data if k[0] == ino and start <= k[1] < stop]
+            for key in keys:
                 self._bytes -= len(self._data.pop(key))
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, decode_frame, encode_parts
+from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, FrameInfo, decode_frame, encode_parts
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry
 from thermofs.fs.segments import SegmentStore
@@ -20,6 +20,12 @@ INLINE_MAX = 4000
 
 def _all_zero(raw: Buffer) -> bool:
     return not len(raw) or (raw[0] == 0 and raw[-1] == 0 and bytes(raw).count(0) == len(raw))
+
+
+def _entry(segment: int, offset: int, info: FrameInfo) -> ChunkEntry:
+    """The chunk map entry of a new (hot) frame at ``segment``/``offset``."""
+    return ChunkEntry(segment, offset, info.frame_len, info.codec_id, info.param, info.raw_len,
+                      info.checksum, 0)
 
 
 class ChunkStore:
@@ -40,10 +46,7 @@ class ChunkStore:
             if item is None:
                 out.append(None)
                 continue
-            seg, off = next(places)
-            info = item[2]
-            out.append(ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len,
-                                  info.checksum, 0))
+            out.append(_entry(*next(places), item[2]))
         return out
 
     def sync(self) -> None:
@@ -65,11 +68,9 @@ class ChunkStore:
             return None, None
         head, body, info = encode_parts(raw, self.hot)
         if info.frame_len <= INLINE_MAX:
-            return (ChunkEntry(INLINE_SEGMENT, 0, info.frame_len, info.codec_id, info.param, info.raw_len,
-                               info.checksum, 0), head + bytes(body))
+            return _entry(INLINE_SEGMENT, 0, info), head + bytes(body)
         [(seg, off)] = self.segments.append([(head, body)])
-        return ChunkEntry(seg, off, info.frame_len, info.codec_id, info.param, info.raw_len,
-                          info.checksum, 0), None
+        return _entry(seg, off, info), None
 
     def read(self, entry: ChunkEntry, inline: bytes | None = None) -> bytes:
         """Read and verify one chunk (an inline one from its ``inline`` frame); any mismatch with

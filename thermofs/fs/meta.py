@@ -221,8 +221,14 @@ class Txn:
 
     # -- chunk map ------------------------------------------------------------------------------------
     def get_chunk(self, ino: int, index: int) -> ChunkEntry | None:
-        raw = self._get(_chunk_key(ino, index), db=self._db["chunks"])
-        return ChunkEntry.unpack(raw) if raw is not None else None
+        return self.get_chunk_frame(ino, index)[0]
+
+    def get_chunk_frame(self, ino: int, index: int) -> tuple[ChunkEntry | None, bytes | None]:
+        """A chunk's entry and, for an inline chunk, its frame: one read of one value."""
+        raw = self._get(_chunk_key(ino, index), self._db["chunks"])
+        if raw is None:
+            return None, None
+        return ChunkEntry.unpack(raw), (raw[CHUNK.size:] if len(raw) > CHUNK.size else None)
 
     def put_chunk(self, ino: int, index: int, entry: ChunkEntry, frame: bytes | None = None) -> None:
         """Point chunk ``index`` of ``ino`` at ``entry``; the frame it replaces becomes garbage.
@@ -255,8 +261,7 @@ class Txn:
 
     def get_inline(self, ino: int, index: int) -> bytes | None:
         """The frame of an inline chunk (None for a chunk in a segment, or no chunk)."""
-        raw = self._get(_chunk_key(ino, index), self._db["chunks"])
-        return raw[CHUNK.size:] if raw is not None and len(raw) > CHUNK.size else None
+        return self.get_chunk_frame(ino, index)[1]
 
     def _forget_chunk(self, entry: ChunkEntry) -> None:
         self.bump("chunks", -1)

@@ -119,6 +119,24 @@ def mount_source(mountpoint: Path) -> str | None:
     return None
 
 
+def answers(path: Path, timeout: float) -> bool:
+    """Does the mount at ``path`` answer a statvfs within ``timeout``? A hung FUSE mount blocks
+    the caller forever, so ask from a daemon thread."""
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(path)
+            ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok and ok[0])
+
+
 def check_mountpoint(mountpoint: Path, nonempty: bool) -> None:
     if not mountpoint.exists():
         raise StoreError(f"mountpoint {mountpoint} does not exist")
@@ -219,7 +237,8 @@ def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if mount_source(mountpoint) is not None:
-            os.statvfs(mountpoint)
+            if not answers(mountpoint, timeout):
+                raise StoreError(f"the mount at {mountpoint} does not answer; see {store / LOG_FILE}")
             return
         if proc.poll() is not None:
             raise StoreError(f"mount failed (exit {proc.returncode}); see {store / LOG_FILE}:\n"

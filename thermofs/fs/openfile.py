@@ -19,6 +19,7 @@ from __future__ import annotations
 import stat
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -72,6 +73,11 @@ def link_new_inode(t: Txn, parent_ino: int, name: bytes, inode: Inode) -> None:
                               nlink=parent.nlink + (1 if is_dir else 0)))
     if not is_dir:
         t.bump("files", 1)
+
+
+def _in_segments(entries: Iterable[ChunkEntry | None]) -> list[ChunkEntry]:
+    """The entries whose frames live in segment files (not holes, not inline in LMDB)."""
+    return [e for e in entries if e is not None and e.segment != INLINE_SEGMENT]
 
 
 @dataclass
@@ -129,6 +135,11 @@ class OpenFile:
             self.ctime = now
             self.attr_dirty = True
 
+    def _touch(self) -> None:
+        """The content changed: mtime and ctime are now."""
+        self.mtime = self.ctime = time.time_ns()
+        self.attr_dirty = True
+
     @property
     def buffered(self) -> bool:
         return bool(self._dirty or self._inflight or self._staged or self.attr_dirty)
@@ -168,8 +179,7 @@ class OpenFile:
             entry, inline = self._staged[index], self._inline.get(index)
         else:
             with self._meta.read() as t:
-                entry = t.get_chunk(self.ino, index)
-                inline = t.get_inline(self.ino, index) if entry and entry.segment == INLINE_SEGMENT else None
+                entry, inline = t.get_chunk_frame(self.ino, index)
         if entry is None:
             return b""
         data = self._chunks.read(entry, inline)
@@ -222,8 +232,7 @@ class OpenFile:
                 pos += n
                 src += n
             self.size = max(self.size, offset + len(data))
-            self.mtime = self.ctime = time.time_ns()
-            self.attr_dirty = True
+            self._touch()
             self._budget.add(added)
             if ready:
                 self._submit(ready)  # errors surface at the next write, flush or fsync
@@ -243,10 +252,8 @@ class OpenFile:
         old = self._inflight.get(index)
         if old is not None:
             self._reap_one(index, old)
-        entry = self._staged.pop(index, None)
         self._inline.pop(index, None)
-        if entry is not None and entry.segment != INLINE_SEGMENT:
-            self._superseded.append(entry)
+        self._superseded += _in_segments([self._staged.pop(index, None)])
 
     def _reap_one(self, index: int, flight: Inflight) -> None:
         try:
@@ -280,7 +287,7 @@ class OpenFile:
                     self._budget.add(-len(self._dirty.pop(index)))
                 for index in [i for i in self._staged if i >= keep]:
                     self._supersede(index)
-                self._cache.discard_inode(self.ino, keep)
+                self._cache.discard_range(self.ino, keep, -(-self.size // cs))
                 within = size % cs
                 if within:
                     last = size // cs
@@ -294,13 +301,11 @@ class OpenFile:
                         del buf[within:]
                     self._cache.discard((self.ino, last))
                 self.size = size
-                self.mtime = self.ctime = time.time_ns()
-                self.attr_dirty = True
+                self._touch()
                 self.commit(drop_from=keep)
             elif size > self.size:
                 self.size = size
-                self.mtime = self.ctime = time.time_ns()
-                self.attr_dirty = True
+                self._touch()
                 self.commit()
 
     def commit(self, drop_from: int | None = None) -> None:
@@ -322,7 +327,7 @@ class OpenFile:
             elif pending:
                 self._submit([(index, self._dirty.pop(index)) for index in pending])
             self._reap(wait=True)
-            if any(e is not None and e.segment != INLINE_SEGMENT for e in self._staged.values()):
+            if _in_segments(self._staged.values()):
                 self._chunks.sync()
             with self._meta.write() as t:
                 inode = t.get_inode(self.ino)
@@ -330,9 +335,8 @@ class OpenFile:
                     link_new_inode(t, self.birth.parent, self.birth.name, self.birth.inode)
                     inode = self.birth.inode
                 if inode is None:
-                    for entry in [*self._staged.values(), *self._superseded]:
-                        if entry is not None and entry.segment != INLINE_SEGMENT:
-                            t.add_garbage(entry)
+                    for entry in _in_segments([*self._staged.values(), *self._superseded]):
+                        t.add_garbage(entry)
                 else:
                     if drop_from is not None:
                         t.delete_chunks_from(self.ino, drop_from)
@@ -357,13 +361,10 @@ class OpenFile:
         """Drop whatever could not be committed (the last close after a failed flush); the frames
         already written for it are accounted as garbage, so dead segments can be deleted."""
         with self.lock:
-            dead = [e for e in (*self._staged.values(), *self._superseded)
-                    if e is not None and e.segment != INLINE_SEGMENT]
+            dead = _in_segments([*self._staged.values(), *self._superseded])
             for flight in self._inflight.values():
                 if flight.future.exception() is None:
-                    entry = flight.future.result()[flight.slot]
-                    if entry is not None:
-                        dead.append(entry)
+                    dead += _in_segments([flight.future.result()[flight.slot]])
                 self._budget.add(-len(flight.raw))
             self._inflight.clear()
             for buf in self._dirty.values():

@@ -12,7 +12,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from thermofs.fs.errors import CorruptChunk, NoSpace
@@ -31,6 +31,11 @@ SEGMENT_BYTES = 64 << 20
 MAX_READ_FDS = 512
 
 
+def disk_bytes(paths: Iterable[Path]) -> int:
+    """Disk space the files use: allocated blocks, so punched-out dead frames do not count."""
+    return sum(p.stat().st_blocks * 512 for p in paths)
+
+
 def segment_name(seg_id: int) -> str:
     return f"{seg_id:08d}.seg"
 
@@ -46,6 +51,8 @@ class SegmentStore:
         self._active_fd = -1
         self._active_size = 0
         self._unsynced: dict[int, int] = {}  # segment id -> fd written since the last sync
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
     def segment_ids(self) -> list[int]:
         return sorted(int(p.name[:-4]) for p in self.dir.glob("*.seg") if p.name[:-4].isdigit())
@@ -148,8 +155,6 @@ class SegmentStore:
         the segment keeps its size. Best effort: a filesystem without hole punching keeps the bytes
         until compaction rewrites the segment.
         """
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         by_segment: dict[int, list[tuple[int, int]]] = {}
         for seg, off, length in ranges:
             by_segment.setdefault(seg, []).append((off, length))
@@ -160,7 +165,7 @@ class SegmentStore:
                 continue
             try:
                 for off, length in spans:
-                    if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
+                    if self._libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
                         err = ctypes.get_errno()
                         if err in (errno.EOPNOTSUPP, errno.ENOSYS):
                             return
@@ -191,7 +196,7 @@ class SegmentStore:
 
     def physical_bytes(self) -> int:
         """Disk space the segments use (holes of punched-out dead frames excluded)."""
-        return sum(p.stat().st_blocks * 512 for p in self.dir.glob("*.seg"))
+        return disk_bytes(self.dir.glob("*.seg"))
 
     def close(self) -> None:
         with self._lock:

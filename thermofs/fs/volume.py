@@ -99,14 +99,14 @@ class Volume:
         for part in os.fsencode(path).split(b"/"):
             if not part:
                 continue
-            inode = t.get_inode(ino)
-            if inode is None or not stat.S_ISDIR(inode.mode):
-                raise NotADir(path)
             child = t.lookup(ino, part)
             if child is None:
                 pending = self._creating.get((ino, part))
                 if pending is None or pending.born:
-                    raise NotFound(path)
+                    # Only directories have entries: which error is right needs the inode, but
+                    # only on this path (getattr, the most frequent request, resolves every call).
+                    inode = t.get_inode(ino)
+                    raise NotFound(path) if inode is not None and stat.S_ISDIR(inode.mode) else NotADir(path)
                 child = pending.ino
             ino = child
         return ino
@@ -159,14 +159,15 @@ class Volume:
     # -- attributes ---------------------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
         with self.meta.read() as t:
-            inode = self._get(t, ino)
-        f = self._files.get(ino)
-        return f.overlay(inode) if f is not None else inode
+            return self._current(self._get(t, ino))
 
     def lookup_attr(self, path: str) -> Inode:
         """getattr by path in one read transaction (the most frequent request of all)."""
         with self.meta.read() as t:
-            inode = self._get(t, self._resolve(t, path))
+            return self._current(self._get(t, self._resolve(t, path)))
+
+    def _current(self, inode: Inode) -> Inode:
+        """The inode with the uncommitted size, times and attributes of its open file, if any."""
         f = self._files.get(inode.ino)
         return f.overlay(inode) if f is not None else inode
 
@@ -339,8 +340,9 @@ class Volume:
     def _destroy(self, t: Txn, inode: Inode) -> None:
         if inode.nlink > 0:
             self._uncount(t, inode)
+        # Its cached chunks are left to age out of the LRU: inode numbers are never reused, so
+        # nothing can read them again, and dropping them would scan the whole cache per unlink.
         t.delete_inode(inode.ino)
-        self.cache.discard_inode(inode.ino)
 
     def rename(self, old: str, new: str, noreplace: bool = False, hide: bool = False) -> None:
         """Rename; ``hide`` marks the new name as a file unlinked while open (libfuse renames such a
@@ -468,9 +470,10 @@ class Volume:
                 last = f.opens == 0
                 if last:
                     del self._files[f.ino]
-        if f.birth is not None:
+        if f.birth is not None and f.born:
             with self._ns_lock:
-                for key in [k for k, v in self._creating.items() if v is f and v.born]:
+                key = (f.birth.parent, f.birth.name)
+                if self._creating.get(key) is f:
                     del self._creating[key]
         if last and f.unlinked:
             with self.meta.read() as t:
@@ -536,21 +539,18 @@ class Volume:
     # -- xattrs -------------------------------------------------------------------------------------
     def getxattr(self, ino: int, name: str) -> bytes:
         with self.meta.read() as t:
-            self._get(t, ino)
-            value = t.get_xattr(ino, os.fsencode(name))
-        if value is None:
-            raise NoAttr(name)
-        return value
+            return self._xattr(t, ino, name)
 
     def getxattr_path(self, path: str, name: str) -> bytes:
         """getxattr by path; a name no inode has is answered without resolving the path."""
-        raw = os.fsencode(name)
         with self.meta.read() as t:
-            if not t.xattr_in_use(raw):
+            if not t.xattr_in_use(os.fsencode(name)):
                 raise NoAttr(name)
-            ino = self._resolve(t, path)
-            self._get(t, ino)
-            value = t.get_xattr(ino, raw)
+            return self._xattr(t, self._resolve(t, path), name)
+
+    def _xattr(self, t: Txn, ino: int, name: str) -> bytes:
+        self._get(t, ino)
+        value = t.get_xattr(ino, os.fsencode(name))
         if value is None:
             raise NoAttr(name)
         return value

@@ -12,6 +12,7 @@ from thermofs.codecs import CodecTable
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.mount import mount_source
+from thermofs.fs.segments import disk_bytes
 from thermofs.fs.store import read_config
 
 
@@ -50,9 +51,8 @@ def volume_stats(store: Path) -> dict[str, Any]:
         codecs = _codecs(c, CodecTable())
     finally:
         meta.close()
-    # Blocks, not sizes: dead frames are punched out of their segments.
-    segs = sum(p.stat().st_blocks * 512 for p in (store / "segments").glob("*.seg"))
-    lmdb_bytes = sum(p.stat().st_blocks * 512 for p in (store / "meta.lmdb").iterdir())
+    segs = disk_bytes((store / "segments").glob("*.seg"))
+    lmdb_bytes = disk_bytes((store / "meta.lmdb").iterdir())
     return {
         "store": str(store), "chunk_size": cfg.chunk_size, "hot_codec": cfg.hot_codec,
         "cold_codec": cfg.cold_codec,

@@ -43,10 +43,15 @@ def main() -> None:
 @click.option("--hot-codec", default="auto", show_default=True,
               help="Codec spec for new and hot chunks (auto, zstd:LEVEL, raw).")
 @click.option("--cold-codec", default="zstd:19", show_default=True, help="Codec spec for cold chunks.")
-def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str) -> None:
+@click.option("--policy", default="",
+              help="Hot/cold policy, comma-separated KEY=VALUE: cold_age (default 5m), cold_count (2.5), "
+                   "hot_count (3.5), half_life (10m); a mount's -o overrides them.")
+def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, policy: str) -> None:
     """Make a new, empty volume in the directory STORE."""
     try:
-        mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec))
+        settings = dict(item.split("=", 1) if "=" in item else (item, "") for item in policy.split(",") if item)
+        mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec,
+                                policy=settings))
     except (FsError, CodecError, OSError) as e:
         _fail(e)
     click.echo(f"made thermofs volume {store} (chunk size {chunk_size}, hot {hot_codec}, cold {cold_codec})")
@@ -58,8 +63,10 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str) -> N
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground (default: daemon).")
 @click.option("-o", "options", default=None,
               help="Comma-separated options: cache_size=SIZE (decoded-chunk cache, default 64M), "
-                   "dirty_size=SIZE (write buffers, default 64M), and FUSE options such as allow_other, "
-                   "ro, kernel_cache.")
+                   "dirty_size=SIZE (write buffers, default 64M); the hot/cold policy: cold_age=AGE, "
+                   "cold_count=N, hot_count=N, half_life=AGE (override mkfs --policy), cool_interval=AGE "
+                   "(between background passes, default 60s), cool_budget=SIZE (bytes/s, default 32M), "
+                   "nocool (no background cooling); and FUSE options such as allow_other, ro, kernel_cache.")
 @click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the store's log file only.")
 def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | None, no_stderr: bool) -> None:
     """Mount the volume in STORE on MOUNTPOINT (unmount with: fusermount -u MOUNTPOINT).
@@ -89,7 +96,13 @@ def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, watch: bool)
 
     With PATHS (files on the mounted volume), report those files only.
     """
-    from thermofs.tools.stats import file_stats, render, render_json, store_of, volume_stats
+    from thermofs.tools.stats import (
+        file_stats,
+        render,
+        render_json,
+        store_of,
+        volume_stats,
+    )
 
     try:
         store = store_of(target)
@@ -110,6 +123,39 @@ def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, watch: bool)
         return
     except (FsError, CodecError, OSError) as e:
         _fail(e)
+
+
+@main.command("cool")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--now", is_flag=True,
+              help="Recompress at once, without the background budget; with no --older-than, every chunk.")
+@click.option("--older-than", "older_than", default=None,
+              help="Cool every hot chunk not accessed for this long (90s, 15m, 2h, 1d), whatever its count.")
+@click.option("--json", "as_json", is_flag=True, help="Print the pass's figures as one JSON object.")
+def cool_cmd(target: Path, now: bool, older_than: str | None, as_json: bool) -> None:
+    """Recompress cold chunks of the volume at TARGET (a store or a mountpoint) with the cold codec.
+
+    Without options: one pass of the policy (chunks it calls cold), yielding to foreground I/O.
+    Returns when the pass is done. Safe to interrupt: every chunk is swapped atomically.
+    """
+    import json
+
+    from thermofs.policy.temperature import parse_age
+    from thermofs.tools.admin import cool
+
+    try:
+        age = parse_age(older_than) if older_than is not None else (0.0 if now else None)
+        report = cool(target, age, throttle=not now, show_progress=not as_json)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (FsError, CodecError, ValueError, OSError) as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"cooled {report['cooled']} chunks, saved {report['bytes_saved']} bytes "
+                   f"(scanned {report['scanned']}, promoted {report['promoted']}, skipped {report['raced']} "
+                   f"rewritten meanwhile, {report['damaged']} damaged)")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ class ChunkCache:
             for key in keys:
                 self._bytes -= len(self._data.pop(key))
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
     @property
     def size(self) -> int:
         return self._bytes

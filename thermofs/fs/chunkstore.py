@@ -9,7 +9,6 @@ from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry
 from thermofs.fs.segments import SegmentStore
 
-
 Buffer = bytes | bytearray | memoryview
 # Frames up to this size are stored in LMDB, committed with the file's metadata: a small file's
 # close then costs one fdatasync instead of two (segment, then LMDB). Up to ~2 KiB a value sits on a
@@ -22,10 +21,13 @@ def _all_zero(raw: Buffer) -> bool:
     return not len(raw) or (raw[0] == 0 and raw[-1] == 0 and bytes(raw).count(0) == len(raw))
 
 
-def _entry(segment: int, offset: int, info: FrameInfo) -> ChunkEntry:
-    """The chunk map entry of a new (hot) frame at ``segment``/``offset``."""
+def _entry(segment: int, offset: int, info: FrameInfo, tier: int = 0) -> ChunkEntry:
+    """The chunk map entry of a new frame at ``segment``/``offset`` (tier 0 hot, 1 cold)."""
     return ChunkEntry(segment, offset, info.frame_len, info.codec_id, info.param, info.raw_len,
-                      info.checksum, 0)
+                      info.checksum, tier)
+
+
+Encoded = tuple[bytes, Buffer, FrameInfo]
 
 
 class ChunkStore:
@@ -71,6 +73,24 @@ class ChunkStore:
             return _entry(INLINE_SEGMENT, 0, info), head + bytes(body)
         [(seg, off)] = self.segments.append([(head, body)])
         return _entry(seg, off, info), None
+
+    @staticmethod
+    def encode(raw: Buffer, spec: CodecSpec) -> Encoded:
+        """Encode one chunk with ``spec`` (the cooler's cold codec, or the hot one to promote)."""
+        return encode_parts(raw, spec)
+
+    def place(self, encoded: Sequence[Encoded], tier: int) -> list[tuple[ChunkEntry, bytes | None]]:
+        """Store encoded chunks: small frames inline (returned with their frame), the others
+        appended with one writev (not yet synced)."""
+        big = [(head, body) for head, body, info in encoded if info.frame_len > INLINE_MAX]
+        places = iter(self.segments.append(big)) if big else iter(())
+        out: list[tuple[ChunkEntry, bytes | None]] = []
+        for head, body, info in encoded:
+            if info.frame_len <= INLINE_MAX:
+                out.append((_entry(INLINE_SEGMENT, 0, info, tier), head + bytes(body)))
+            else:
+                out.append((_entry(*next(places), info, tier), None))
+        return out
 
     def read(self, entry: ChunkEntry, inline: bytes | None = None) -> bytes:
         """Read and verify one chunk (an inline one from its ``inline`` frame); any mismatch with

@@ -14,6 +14,14 @@ Key layout (every integer big-endian, so cursor order is numeric order and prefi
                                                    (unlinked while open, renamed to a hidden name);
                                                    either way reclaimed at the next mount
     garbage       segment id u32                   garbage bytes u64 (dead frames in that segment)
+    temps         ino u64 + chunk index u64        TEMP struct: last access (f64 seconds since the
+                                                   epoch) + decayed access count (f32) as of then;
+                                                   written in batches by the policy tracker; a
+                                                   chunk without one counts as accessed at its
+                                                   inode's mtime; stale ones are dropped by the cooler
+    blobs         kind u8 + id u32                 trained dictionary or learned model bytes (kinds:
+                                                   BLOB_DICTIONARY, BLOB_MODEL); ids are named by
+                                                   frames, so a blob is never changed or reused
     counters      name (utf-8)                     i64 running total (see COUNTERS, codec/<id>/...,
                                                    xattr/<name>: inodes having that xattr)
 
@@ -23,6 +31,7 @@ One write transaction per logical operation: ``with meta.write() as t: ...`` com
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -47,7 +56,11 @@ CHUNK = struct.Struct(">IQIBIIQB")
 DIRENT = struct.Struct(">QI")
 
 ROOT_INO = 1
-DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "orphans", "garbage", "counters")
+DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "orphans", "garbage", "counters", "temps",
+       "blobs")
+TEMP = struct.Struct(">df")
+BLOB_DICTIONARY = 1
+BLOB_MODEL = 2
 # Segment id of chunks stored inline, their frame in the chunk map value right after the entry
 # (segment files are numbered from 1). Small frames live in LMDB: a small file's close needs no
 # segment sync. In the entry's own value rather than a sub-database of their own because the cost of
@@ -55,7 +68,7 @@ DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "orphans", "garbage"
 # for 1, 0.43 ms for 3, 0.69 ms for 6).
 INLINE_SEGMENT = 0
 COUNTERS = ("next_ino", "files", "logical_bytes", "stored_bytes", "garbage_bytes", "chunks",
-            "hot_chunks", "cold_chunks")
+            "hot_chunks", "cold_chunks", "cooled_chunks", "cooled_bytes_saved", "promoted_chunks")
 # Virtual address space reserved for the LMDB map; the file only grows as pages are used. 256 GiB of
 # metadata is ~4 billion chunk entries, far beyond any store this design targets.
 MAP_SIZE = 256 << 30
@@ -355,6 +368,69 @@ class Txn:
         if raw is not None:
             self.bump("garbage_bytes", -U64.unpack(raw)[0])
             self._txn.delete(key, db=self._db["garbage"])
+
+    # -- policy state -----------------------------------------------------------------------------------
+    def get_temp(self, ino: int, index: int) -> tuple[float, float] | None:
+        """(decayed count, last access) of a chunk, or None if it has no record."""
+        raw = self._get(_chunk_key(ino, index), self._db["temps"])
+        if raw is None:
+            return None
+        last, count = TEMP.unpack(raw)
+        return count, last
+
+    def put_temp(self, ino: int, index: int, count: float, last: float) -> None:
+        self._txn.put(_chunk_key(ino, index), TEMP.pack(last, count), db=self._db["temps"])
+
+    def del_temp(self, ino: int, index: int) -> None:
+        self._txn.delete(_chunk_key(ino, index), db=self._db["temps"])
+
+    def chunks_after(self, ino: int, index: int, limit: int) -> list[tuple[int, int, ChunkEntry]]:
+        """Up to ``limit`` chunk entries from (ino, index) on, in key order: a scan in slices."""
+        cur = self._txn.cursor(db=self._db["chunks"])
+        out: list[tuple[int, int, ChunkEntry]] = []
+        if not cur.set_range(_chunk_key(ino, index)):
+            return out
+        for k, v in _items(cur):
+            out.append((U64.unpack(k[:8])[0], U64.unpack(k[8:])[0], ChunkEntry.unpack(v)))
+            if len(out) >= limit:
+                break
+        return out
+
+    def swap_chunk(self, ino: int, index: int, old: ChunkEntry, new: ChunkEntry,
+                   frame: bytes | None = None) -> bool:
+        """Invariant 3: point the chunk at ``new`` only if it still is ``old``; False otherwise.
+
+        ``new`` may be ``old`` with another tier only (its frame stays where it is)."""
+        key = _chunk_key(ino, index)
+        raw = self._get(key, self._db["chunks"])
+        if raw is None or ChunkEntry.unpack(raw) != old:
+            return False
+        if dataclasses.replace(new, tier=old.tier) == old:
+            self._txn.put(key, new.pack() + raw[CHUNK.size:], db=self._db["chunks"])
+            self.bump("cold_chunks" if old.tier else "hot_chunks", -1)
+            self.bump("cold_chunks" if new.tier else "hot_chunks", 1)
+        else:
+            self.put_chunk(ino, index, new, frame)
+        return True
+
+    # -- blobs (trained dictionaries, learned models) ---------------------------------------------------
+    def put_blob(self, kind: int, data: bytes) -> int:
+        """Store a new blob and return its id (ids of one kind count up from 1)."""
+        # A volume holds a handful of blobs: a scan of one kind is cheap.
+        last = max((blob_id for blob_id, _data in self.blobs(kind)), default=0)
+        blob_id = last + 1
+        self._txn.put(bytes([kind]) + U32.pack(blob_id), data, db=self._db["blobs"])
+        return blob_id
+
+    def blobs(self, kind: int) -> Iterator[tuple[int, bytes]]:
+        cur = self._txn.cursor(db=self._db["blobs"])
+        prefix = bytes([kind])
+        if not cur.set_range(prefix):
+            return
+        for k, v in _items(cur):
+            if k[:1] != prefix:
+                break
+            yield U32.unpack(k[1:5])[0], v
 
 
 def _map_lmdb_error(e: lmdb.Error) -> Exception:

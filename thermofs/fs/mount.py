@@ -9,24 +9,29 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from thermofs.codecs import CodecTable
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.control import ControlServer, Handler, Send
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, StoreLock, parse_size, read_config
 from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
+from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL, SLOW_DECODERS, Cooler
+from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
+from thermofs.policy.tracker import Tracker
 
 log = logging.getLogger("thermofs.mount")
 
 LOG_FILE = "thermofs.log"
 # Options thermofs itself takes with -o; everything else must be a FUSE option we pass through.
-OWN_OPTIONS = {"cache_size", "dirty_size"}
+OWN_OPTIONS = {"cache_size", "dirty_size", "cool_interval", "cool_budget", "nocool", *POLICY_KEYS}
 FUSE_FLAGS = {"allow_other", "allow_root", "ro", "rw", "noatime", "nodev", "nosuid", "noexec",
               "auto_unmount", "debug", "nothreads", "kernel_cache", "direct_io", "nonempty"}
 FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "max_read", "subtype",
@@ -41,6 +46,10 @@ SWITCH_INTERVAL = 0.0005
 class MountOptions:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     dirty_bytes: int = DEFAULT_DIRTY_BYTES
+    policy: dict[str, str] = field(default_factory=dict)  # overrides the store's policy parameters
+    cool_interval: float = DEFAULT_INTERVAL
+    cool_budget: int = DEFAULT_BUDGET
+    cooler: bool = True
     fuse: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,6 +62,14 @@ def parse_options(text: str | None) -> MountOptions:
             opts.cache_bytes = parse_size(value)
         elif key == "dirty_size" and eq:
             opts.dirty_bytes = parse_size(value)
+        elif key in POLICY_KEYS and eq:
+            opts.policy[key] = value
+        elif key == "cool_interval" and eq:
+            opts.cool_interval = parse_age(value)
+        elif key == "cool_budget" and eq:
+            opts.cool_budget = parse_size(value)
+        elif key == "nocool" and not eq:
+            opts.cooler = False
         elif key in FUSE_FLAGS and not eq:
             opts.fuse[key] = True
         elif key in FUSE_VALUED and eq:
@@ -60,6 +77,7 @@ def parse_options(text: str | None) -> MountOptions:
         else:
             known = ", ".join(sorted(OWN_OPTIONS | FUSE_FLAGS | FUSE_VALUED))
             raise ValueError(f"unknown or malformed mount option {item!r} (known: {known})")
+    PolicyParams().with_options(opts.policy)  # a bad value fails here, before mounting
     return opts
 
 
@@ -72,24 +90,53 @@ class Parts:
     segments: SegmentStore
     pool: ThreadPoolExecutor
     volume: Volume
+    tracker: Tracker
+    cooler: Cooler
 
     def close(self) -> None:
+        self.cooler.stop()
         self.volume.close()
+        self.tracker.flush()
         self.pool.shutdown()
         self.segments.close()
         self.meta.close()
 
 
-def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                dirty_bytes: int = DEFAULT_DIRTY_BYTES) -> Parts:
+def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes: int = DEFAULT_DIRTY_BYTES,
+                options: MountOptions | None = None, clock: Callable[[], float] = time.time) -> Parts:
+    """Build every part of a volume (the cooler is built, not started). The caller holds the lock.
+    ``clock`` drives the policy (a simulated one in tests and replays)."""
+    options = options or MountOptions(cache_bytes, dirty_bytes)
     config = read_config(store)
     table = CodecTable()
     segments = SegmentStore(store / "segments")
     meta = MetaStore(store / "meta.lmdb", on_freed=segments.punch)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="encode")
-    chunks = ChunkStore(segments, table, table.parse(config.hot_codec), config.chunk_size)
-    volume = Volume(meta, chunks, ChunkCache(cache_bytes), pool, dirty_bytes)
-    return Parts(config, meta, segments, pool, volume)
+    hot = table.parse(config.hot_codec)
+    chunks = ChunkStore(segments, table, hot, config.chunk_size)
+    params = PolicyParams().with_options({**config.policy, **options.policy})
+    tracker = Tracker(meta, params, clock)
+    volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker)
+    slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
+    cooler = Cooler(volume, meta, tracker, table.parse(config.cold_codec), hot, slow, options.cool_budget,
+                    options.cool_interval)
+    return Parts(config, meta, segments, pool, volume, tracker, cooler)
+
+
+def daemon_handlers(parts: Parts) -> dict[str, Handler]:
+    """What ``thermofs stats|cool|compact`` may ask of a mounted volume's daemon."""
+
+    def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
+        return {**asdict(parts.volume.live_stats()), "cooler": parts.cooler.status.as_dict()}
+
+    def cool(args: dict[str, Any], send: Send) -> dict[str, Any]:
+        older = args.get("older_than")
+        report = parts.cooler.cool(None if older is None else float(older),
+                                   progress=lambda done, total: send({"done": done, "total": total}),
+                                   throttle=bool(args.get("throttle")))
+        return report.as_dict()
+
+    return {"stats": live, "cool": cool}
 
 
 def statfs_of(store: Path, volume: Volume) -> dict[str, int]:
@@ -114,6 +161,26 @@ def mount_source(mountpoint: Path) -> str | None:
                 fields = line.split()
                 if fields[4].replace(b"\\040", b" ") == target:
                     return fields[2].decode()
+    except OSError:
+        return None
+    return None
+
+
+def mounted_store(mountpoint: Path) -> Path | None:
+    """The store of the thermofs volume mounted at ``mountpoint`` (None if nothing is mounted there);
+    StoreError if another filesystem is."""
+    target = os.fsencode(os.path.abspath(mountpoint))
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields[4].replace(b"\\040", b" ") != target:
+                    continue
+                fstype, source = fields[fields.index(b"-") + 1:][:2]
+                source = source.replace(b"\\040", b" ")
+                if not source.startswith(b"thermofs:"):
+                    raise StoreError(f"{mountpoint} is a mount point of {fstype.decode()}, not of thermofs")
+                return Path(os.fsdecode(source.removeprefix(b"thermofs:")))
     except OSError:
         return None
     return None
@@ -193,10 +260,17 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
     lock.acquire()
     try:
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-        from thermofs.fs.operations import FUSE, Operations  # loads libfuse: only when mounting
+        from thermofs.fs.operations import (  # loads libfuse: only when mounting
+            FUSE,
+            Operations,
+        )
 
         setup_logging(store, log_to_stderr)
-        parts = open_volume(store, options.cache_bytes, options.dirty_bytes)
+        parts = open_volume(store, options=options)
+        if options.cooler:
+            parts.cooler.start()
+        control = ControlServer(store, daemon_handlers(parts))
+        control.start()
         fuse_opts = {"fsname": f"thermofs:{store}", "subtype": "thermofs", "default_permissions": True}
         if os.getuid() == 0:
             fuse_opts["allow_other"] = True  # safe: the kernel checks permissions (default_permissions)
@@ -214,6 +288,7 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
         try:
             FUSE(ops, str(mountpoint), foreground=True, **fuse_opts)
         finally:
+            control.stop()
             parts.close()
             log.info("unmounted %s", mountpoint)
     finally:

@@ -22,15 +22,22 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import NotFound
+from thermofs.fs.errors import CorruptChunk, NotFound
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, Inode, MetaStore, Txn
 
 # Staged entries committed at the latest after this many chunks (1 GiB at 64 KiB chunks): bounds the
 # memory of the staged map and the work a crash can undo for a file written without fsync.
 MAX_STAGED_CHUNKS = 16384
+
+
+class AccessObserver(Protocol):
+    """Told of every read and write of chunks ``first..last`` of a file (the policy's tracker)."""
+
+    def touch(self, ino: int, first: int, last: int) -> None: ...
 
 
 class WriteBudget:
@@ -93,7 +100,8 @@ class OpenFile:
     """One inode while it is open. Every method takes the file's lock."""
 
     def __init__(self, inode: Inode, chunks: ChunkStore, meta: MetaStore, cache: ChunkCache,
-                 budget: WriteBudget, pool: ThreadPoolExecutor, birth: Birth | None = None) -> None:
+                 budget: WriteBudget, pool: ThreadPoolExecutor, birth: Birth | None = None,
+                 observer: AccessObserver | None = None) -> None:
         self.ino = inode.ino
         self.birth = birth  # set until the first commit puts the new file into LMDB
         self.born = birth is None
@@ -119,6 +127,7 @@ class OpenFile:
         self._staged: dict[int, ChunkEntry | None] = {}
         self._inline: dict[int, bytes] = {}  # frames of staged inline entries
         self._superseded: list[ChunkEntry] = []
+        self._observer = observer
 
     # -- attributes ---------------------------------------------------------------------------------
     def overlay(self, inode: Inode) -> Inode:
@@ -151,6 +160,8 @@ class OpenFile:
             end = min(offset + size, self.size)
             if offset >= end:
                 return b""
+            if self._observer is not None:
+                self._observer.touch(self.ino, offset // cs, (end - 1) // cs)
             parts: list[Buffer] = []
             pos = offset
             while pos < end:
@@ -177,14 +188,32 @@ class OpenFile:
             return data
         if index in self._staged:
             entry, inline = self._staged[index], self._inline.get(index)
+            data = self._chunks.read(entry, inline) if entry is not None else b""
         else:
+            data = self._read_committed(index)
+        if data:
+            self._cache.put(key, data)
+        return data
+
+    def _read_committed(self, index: int) -> bytes:
+        """A chunk as LMDB points at it. The cooler and compaction move frames of a file that is
+        open (without its lock) and punch the old copy out: a read that lost that race finds
+        the entry changed and reads again; the same entry failing twice is real damage."""
+        previous = None
+        while True:
             with self._meta.read() as t:
                 entry, inline = t.get_chunk_frame(self.ino, index)
-        if entry is None:
-            return b""
-        data = self._chunks.read(entry, inline)
-        self._cache.put(key, data)
-        return data
+            if entry is None:
+                return b""
+            try:
+                return self._chunks.read(entry, inline)
+            except CorruptChunk:
+                if entry == previous:
+                    raise
+                with self._meta.read() as t:
+                    if t.get_chunk(self.ino, index) == entry:
+                        raise
+                previous = entry
 
     # -- writing ------------------------------------------------------------------------------------
     def write(self, offset: int, data: bytes) -> int:
@@ -233,6 +262,8 @@ class OpenFile:
                 src += n
             self.size = max(self.size, offset + len(data))
             self._touch()
+            if self._observer is not None and data:
+                self._observer.touch(self.ino, offset // cs, (offset + len(data) - 1) // cs)
             self._budget.add(added)
             if ready:
                 self._submit(ready)  # errors surface at the next write, flush or fsync

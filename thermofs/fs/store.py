@@ -15,12 +15,13 @@ import json
 import os
 import stat
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from thermofs.codecs import CodecTable
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import ROOT_INO, Inode, MetaStore
+from thermofs.policy.temperature import PolicyParams
 
 FORMAT_NAME = "thermofs"
 FORMAT_VERSION = 1
@@ -35,6 +36,9 @@ class StoreConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     hot_codec: str = "auto"
     cold_codec: str = "zstd:19"
+    # Hot/cold policy parameters set at mkfs (thermofs.policy.temperature.PolicyParams names); a
+    # mount's -o options override them.
+    policy: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
@@ -61,6 +65,10 @@ def validate_config(cfg: StoreConfig) -> None:
     table = CodecTable()
     for spec in (cfg.hot_codec, cfg.cold_codec):
         table.parse(spec)  # raises BadSpec with a clear message
+    try:
+        PolicyParams().with_options(cfg.policy)
+    except ValueError as e:
+        raise StoreError(str(e)) from None
 
 
 def mkfs(store: Path, cfg: StoreConfig) -> None:

@@ -11,22 +11,24 @@ other way round.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from thermofs.codecs import CodecSpec
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import (Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir,
-                                NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import ROOT_INO, Inode, MetaStore, Txn
-from thermofs.fs.openfile import Birth, OpenFile, WriteBudget, link_new_inode
+from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr,
+                                NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
+from thermofs.fs.openfile import AccessObserver, Birth, OpenFile, WriteBudget, link_new_inode
 
 log = logging.getLogger("thermofs.volume")
 
@@ -39,6 +41,16 @@ XATTR_REPLACE = 2
 DEFAULT_DIRTY_BYTES = 64 << 20
 # Inode numbers reserved per LMDB commit.
 INO_BLOCK = 1024
+
+
+@dataclass
+class Recoded:
+    """What one recompress() call did."""
+
+    chunks: int = 0  # chunks now pointing at the new encoding (or just at the new tier)
+    bytes_saved: int = 0
+    raced: int = 0  # rewritten or moved meanwhile: left as they are
+    damaged: int = 0  # failed verification: left for fsck
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,9 @@ def _name(name: str) -> bytes:
 
 class Volume:
     def __init__(self, meta: MetaStore, chunks: ChunkStore, cache: ChunkCache, pool: ThreadPoolExecutor,
-                 dirty_limit: int = DEFAULT_DIRTY_BYTES) -> None:
+                 dirty_limit: int = DEFAULT_DIRTY_BYTES, observer: AccessObserver | None = None) -> None:
         self.meta = meta
+        self._observer = observer
         self.chunks = chunks
         self.cache = cache
         self.chunk_size = chunks.chunk_size
@@ -424,7 +437,7 @@ class Volume:
             f = self._files.get(inode.ino)
             if f is None:
                 f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache,
-                                                      self._budget, self._pool, birth)
+                                                      self._budget, self._pool, birth, self._observer)
             f.opens += 1
             fh = self._next_handle
             self._next_handle += 1
@@ -593,6 +606,48 @@ class Volume:
     def live_stats(self) -> VolumeStats:
         return VolumeStats(len(self._files), self._budget.used, self.cache.size, self.cache.hits,
                            self.cache.misses, self._read_bytes, self._write_bytes)
+
+    def recompress(self, items: list[tuple[int, int, ChunkEntry]], spec: CodecSpec, tier: int) -> Recoded:
+        """Re-encode chunks with ``spec`` and mark them ``tier`` (the cooler: cold codec, tier 1;
+        promotion: hot codec, tier 0). Invariant 3: new frames are appended and synced first, then
+        one transaction swaps each pointer only if the entry is still the one given here; a chunk
+        rewritten meanwhile keeps its new content and the new frame is garbage. A frame that would
+        not be smaller is not written: the chunk only changes tier. Damaged chunks are skipped."""
+        done = Recoded()
+        todo: list[tuple[int, int, ChunkEntry]] = []
+        encoded = []
+        for ino, index, old in items:
+            with self.meta.read() as t:
+                current, inline = t.get_chunk_frame(ino, index)
+            if current != old:
+                done.raced += 1
+                continue
+            try:
+                raw = self.chunks.read(old, inline)
+            except CorruptChunk as e:
+                log.warning("not recompressing damaged chunk %d of inode %d: %s", index, ino, e)
+                done.damaged += 1
+                continue
+            todo.append((ino, index, old))
+            encoded.append(self.chunks.encode(raw, spec))
+        better = [i for i, (_h, _b, info) in enumerate(encoded) if info.frame_len < todo[i][2].frame_len]
+        placed = dict(zip(better, self.chunks.place([encoded[i] for i in better], tier)))
+        if any(entry.segment != INLINE_SEGMENT for entry, _frame in placed.values()):
+            self.chunks.sync()
+        with self.meta.write() as t:
+            for i, (ino, index, old) in enumerate(todo):
+                entry, frame = placed.get(i, (dataclasses.replace(old, tier=tier), None))
+                if t.swap_chunk(ino, index, old, entry, frame):
+                    done.chunks += 1
+                    done.bytes_saved += old.frame_len - entry.frame_len
+                else:
+                    done.raced += 1
+                    if entry.segment != INLINE_SEGMENT and i in placed:
+                        t.add_garbage(entry)
+            t.bump("cooled_chunks" if tier else "promoted_chunks", done.chunks)
+            if tier:
+                t.bump("cooled_bytes_saved", done.bytes_saved)
+        return done
 
     def _reclaim(self) -> None:
         """Delete segments that hold only garbage: space of deleted files returns to the disk at

@@ -126,7 +126,7 @@ def test_stats_json_contract(make_mount: Callable[..., Mount]) -> None:
         assert sum(c["stored_bytes"] for c in s["codecs"].values()) == s["stored_bytes"]
         assert s["codecs"]["raw"]["raw_bytes"] >= 200_000 - 65536  # random data is stored raw
         assert s["stored_bytes"] < s["logical_bytes"]
-    r = run("stats", m.mountpoint, m.mountpoint / "a.txt")
+    r = run("stats", m.mountpoint, m.mountpoint / "a.txt", "--json")
     per_file = json.loads(r.stdout)["files"]
     assert per_file[str(m.mountpoint / "a.txt")]["logical_bytes"] == len(text)
     assert per_file[str(m.mountpoint / "a.txt")]["stored_bytes"] < len(text) // 10

@@ -90,32 +90,31 @@ def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | No
 @click.argument("target", type=click.Path(path_type=Path))
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--prometheus", is_flag=True, help="Print Prometheus text exposition format.")
 @click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
-def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, watch: bool) -> None:
+def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, prometheus: bool, watch: bool) -> None:
     """Show sizes, chunk counts and codecs of the volume at TARGET (a store or a mountpoint).
 
-    With PATHS (files on the mounted volume), report those files only.
+    Reads the running totals in LMDB read-only (no scan, never blocks a mount); a mounted volume adds
+    live figures from its daemon (I/O rates, cache, cooler). With PATHS (files on the mounted
+    volume), report those files only.
     """
-    from thermofs.tools.stats import (
-        file_stats,
-        render,
-        render_json,
-        store_of,
-        volume_stats,
-    )
+    from thermofs.tools import stats as st
+    from thermofs.tools.admin import target_of
 
     try:
-        store = store_of(target)
+        where = target_of(target)
         while True:
             if paths:
-                data = file_stats(store, target.resolve(), list(paths))
-                text = render_json(data)
+                files = st.file_stats(where.store, target.resolve(), list(paths))
+                text = st.render_json(files) if as_json else st.render_files(files)
             else:
-                data = volume_stats(store)
-                text = render_json(data) if as_json else render(data)
+                data = st.collect(where)
+                text = (st.render_json(data) if as_json else st.prometheus(data) if prometheus
+                        else st.render(data))
             if watch:
                 click.clear()
-            click.echo(text)
+            click.echo(text.rstrip("\n"))
             if not watch:
                 return
             time.sleep(1)

@@ -126,8 +126,24 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
 def daemon_handlers(parts: Parts) -> dict[str, Handler]:
     """What ``thermofs stats|cool|compact`` may ask of a mounted volume's daemon."""
 
+    started = time.monotonic()
+    last = [(started, asdict(parts.volume.live_stats()))]  # the previous sample, for rates
+
     def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
-        return {**asdict(parts.volume.live_stats()), "cooler": parts.cooler.status.as_dict()}
+        """Live figures; rates per second since the previous request (at most a minute back)
+        or since the mount, so ``stats --watch`` shows the last second."""
+        now, current = time.monotonic(), asdict(parts.volume.live_stats())
+        then, before = last[0]
+        if now - then > 60 or now - then < 0.2:
+            then, before = started, {k: 0 for k in current}
+        last[0] = (now, current)
+        span = max(now - then, 1e-3)
+        rates = {f"{k}_per_s": (current[k] - before[k]) / span
+                 for k in ("read_bytes", "write_bytes", "read_ops", "write_ops")}
+        lookups = current["cache_hits"] + current["cache_misses"]
+        return {**current, **rates, "uptime_s": now - started,
+                "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
+                "cooler": parts.cooler.status.as_dict()}
 
     def cool(args: dict[str, Any], send: Send) -> dict[str, Any]:
         older = args.get("older_than")

@@ -64,6 +64,8 @@ class VolumeStats:
     cache_misses: int
     read_bytes: int
     write_bytes: int
+    read_ops: int
+    write_ops: int
 
 
 def _name(name: str) -> bytes:
@@ -90,8 +92,8 @@ class Volume:
         self._next_handle = 1
         self._files_lock = threading.Lock()
         self._counts_lock = threading.Lock()
-        self._read_bytes = 0
-        self._write_bytes = 0
+        self._read_bytes = self._read_ops = 0
+        self._write_bytes = self._write_ops = 0
         # Files created but not yet in LMDB: (parent, name) -> open file. A new file reaches LMDB
         # with its first commit (usually its close), in the same transaction as its data: one
         # synchronous commit per small file instead of two. Every other namespace change first
@@ -512,12 +514,14 @@ class Volume:
         out = self._open_file(fh).read(offset, size)
         with self._counts_lock:
             self._read_bytes += len(out)
+            self._read_ops += 1
         return out
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         n = self._open_file(fh).write(offset, data)
         with self._counts_lock:
             self._write_bytes += n
+            self._write_ops += 1
         return n
 
     def truncate(self, ino: int, size: int) -> None:
@@ -605,7 +609,8 @@ class Volume:
 
     def live_stats(self) -> VolumeStats:
         return VolumeStats(len(self._files), self._budget.used, self.cache.size, self.cache.hits,
-                           self.cache.misses, self._read_bytes, self._write_bytes)
+                           self.cache.misses, self._read_bytes, self._write_bytes, self._read_ops,
+                           self._write_ops)
 
     def recompress(self, items: list[tuple[int, int, ChunkEntry]], spec: CodecSpec, tier: int) -> Recoded:
         """Re-encode chunks with ``spec`` and mark them ``tier`` (the cooler: cold codec, tier 1;

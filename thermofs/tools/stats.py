@@ -11,26 +11,13 @@ from typing import Any
 from thermofs.codecs import CodecTable
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
-from thermofs.fs.mount import mount_source
+from thermofs.fs.control import ControlError, Target, call
 from thermofs.fs.segments import disk_bytes
 from thermofs.fs.store import read_config
+from thermofs.policy.temperature import PolicyParams
 
-
-def store_of(target: Path) -> Path:
-    """A store directory, or the store behind a mounted thermofs mountpoint."""
-    target = target.resolve()
-    if (target / "thermofs.json").exists():
-        return target
-    if mount_source(target) is not None:
-        want = os.fsencode(str(target))
-        with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields[4] == want:
-                    source = fields[fields.index(b"-") + 2].decode()
-                    if source.startswith("thermofs:"):
-                        return Path(source.removeprefix("thermofs:"))
-    raise StoreError(f"{target} is neither a thermofs store nor a mounted thermofs volume")
+# stats must answer within a second even if the daemon is busy: its live figures are optional.
+LIVE_TIMEOUT = 0.8
 
 
 def _codecs(counters: dict[str, int], table: CodecTable) -> dict[str, dict[str, int]]:
@@ -61,7 +48,23 @@ def volume_stats(store: Path) -> dict[str, Any]:
         "garbage_bytes": c.get("garbage_bytes", 0), "files": c.get("files", 0),
         "chunks": c.get("chunks", 0), "hot_chunks": c.get("hot_chunks", 0),
         "cold_chunks": c.get("cold_chunks", 0), "codecs": codecs,
+        "cooled_chunks": c.get("cooled_chunks", 0), "cooled_bytes_saved": c.get("cooled_bytes_saved", 0),
+        "promoted_chunks": c.get("promoted_chunks", 0),
+        "policy": PolicyParams().with_options(cfg.policy).as_dict(),
     }
+
+
+def collect(target: Target) -> dict[str, Any]:
+    """LMDB totals (read-only, never blocks the daemon) plus, for a mounted volume, the daemon's
+    live figures (``live``; None with ``live_error`` if it did not answer within LIVE_TIMEOUT)."""
+    stats = volume_stats(target.store)
+    stats["mounted"] = target.mounted
+    if target.mounted:
+        try:
+            stats["live"] = call(target.store, "stats", timeout=LIVE_TIMEOUT)
+        except ControlError as e:
+            stats["live"], stats["live_error"] = None, str(e)
+    return stats
 
 
 def file_stats(store: Path, mountpoint: Path | None, paths: list[Path]) -> dict[str, Any]:
@@ -113,6 +116,9 @@ def render(stats: dict[str, Any]) -> str:
                 if stats["logical_bytes"] else ""),
              f"physical       {_human(stats['physical_bytes'])}   (garbage {_human(stats['garbage_bytes'])})",
              f"chunks         {stats['chunks']}   (hot {stats['hot_chunks']}, cold {stats['cold_chunks']})",
+             f"cooling        {stats['cooled_chunks']} chunks recompressed, {_human(stats['cooled_bytes_saved'])} "
+             f"saved, {stats['promoted_chunks']} promoted",
+             *_render_live(stats),
              "",
              f"{'codec':<10}{'chunks':>10}{'raw':>14}{'stored':>14}{'ratio':>9}"]
     for name, row in stats["codecs"].items():
@@ -120,6 +126,85 @@ def render(stats: dict[str, Any]) -> str:
         lines.append(f"{name:<10}{row['chunks']:>10}{_human(row['raw_bytes']):>14}"
                      f"{_human(row['stored_bytes']):>14}{100 * ratio:>8.1f}%")
     return "\n".join(lines)
+
+
+def render_files(stats: dict[str, Any]) -> str:
+    """A compsize-like table: one line per file, then the total."""
+    lines = [f"{'file':<40}{'chunks':>8}{'logical':>12}{'stored':>12}{'ratio':>8}  codecs"]
+
+    def row(name: str, f: dict[str, Any]) -> str:
+        ratio = f["stored_bytes"] / f["logical_bytes"] if f["logical_bytes"] else 0.0
+        codecs = ", ".join(f"{c} {r['chunks']}" for c, r in f.get("codecs", {}).items())
+        return (f"{name:<40}{f.get('chunks', ''):>8}{_human(f['logical_bytes']):>12}"
+                f"{_human(f['stored_bytes']):>12}{100 * ratio:>7.1f}%  {codecs}")
+
+    lines += [row(name, f) for name, f in stats["files"].items()]
+    lines.append(row("total", {**stats, "chunks": sum(f["chunks"] for f in stats["files"].values())}))
+    return "\n".join(lines)
+
+
+def _render_live(stats: dict[str, Any]) -> list[str]:
+    if not stats.get("mounted"):
+        return ["mounted        no"]
+    live = stats.get("live")
+    if live is None:
+        return [f"mounted        yes (no live figures: {stats.get('live_error')})"]
+    c = live["cooler"]
+    return [
+        f"I/O            read {_human(live['read_bytes_per_s'])}/s ({live['read_ops_per_s']:.0f} ops/s)   "
+        f"write {_human(live['write_bytes_per_s'])}/s ({live['write_ops_per_s']:.0f} ops/s)",
+        f"cache          {_human(live['cache_bytes'])}, hit rate {100 * live['cache_hit_rate']:.1f}%   "
+        f"open files {live['open_files']}   dirty {_human(live['dirty_bytes'])}",
+        f"cooler         {c['state']}, pass {c['passes']}: scanned {c['scanned']}/{c['total']}, queue "
+        f"{c['queue']}; since mount {c['cooled']} cooled, {c['promoted']} promoted",
+    ]
+
+
+def prometheus(stats: dict[str, Any]) -> str:
+    """The figures in Prometheus' text exposition format (base units, _total for counters)."""
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        out.append(f"# HELP thermofs_{name} {help_text}")
+        out.append(f"# TYPE thermofs_{name} {kind}")
+        out.extend(f"thermofs_{name}{labels} {value:g}" if isinstance(value, float) else
+                   f"thermofs_{name}{labels} {value}" for labels, value in samples)
+
+    metric("logical_bytes", "gauge", "Sum of file sizes.", [("", stats["logical_bytes"])])
+    metric("stored_bytes", "gauge", "Bytes of live frames.", [("", stats["stored_bytes"])])
+    metric("physical_bytes", "gauge", "Disk space used by the store, garbage included.",
+           [("", stats["physical_bytes"])])
+    metric("garbage_bytes", "gauge", "Bytes of dead frames not yet reclaimed.", [("", stats["garbage_bytes"])])
+    metric("files", "gauge", "Files in the volume.", [("", stats["files"])])
+    metric("chunks", "gauge", "Stored chunks by tier.",
+           [('{tier="hot"}', stats["hot_chunks"]), ('{tier="cold"}', stats["cold_chunks"])])
+    codecs = stats["codecs"].items()
+    metric("codec_chunks", "gauge", "Stored chunks by codec.", [(f'{{codec="{n}"}}', r["chunks"]) for n, r in codecs])
+    metric("codec_raw_bytes", "gauge", "Raw bytes of the chunks stored with each codec.",
+           [(f'{{codec="{n}"}}', r["raw_bytes"]) for n, r in codecs])
+    metric("codec_stored_bytes", "gauge", "Stored bytes of the chunks of each codec.",
+           [(f'{{codec="{n}"}}', r["stored_bytes"]) for n, r in codecs])
+    metric("cooled_chunks_total", "counter", "Chunks recompressed with the cold codec.",
+           [("", stats["cooled_chunks"])])
+    metric("cooled_saved_bytes_total", "counter", "Bytes saved by recompression.",
+           [("", stats["cooled_bytes_saved"])])
+    metric("promoted_chunks_total", "counter", "Cold chunks re-encoded hot.", [("", stats["promoted_chunks"])])
+    metric("mounted", "gauge", "1 if a daemon serves the volume.", [("", int(bool(stats.get("mounted"))))])
+    live = stats.get("live")
+    if live:
+        for name, key, help_text in (("read_bytes_total", "read_bytes", "Bytes read since mount."),
+                                     ("written_bytes_total", "write_bytes", "Bytes written since mount."),
+                                     ("reads_total", "read_ops", "Read requests since mount."),
+                                     ("writes_total", "write_ops", "Write requests since mount."),
+                                     ("cache_hits_total", "cache_hits", "Decoded-chunk cache hits."),
+                                     ("cache_misses_total", "cache_misses", "Decoded-chunk cache misses.")):
+            metric(name, "counter", help_text, [("", live[key])])
+        metric("cache_bytes", "gauge", "Bytes in the decoded-chunk cache.", [("", live["cache_bytes"])])
+        metric("dirty_bytes", "gauge", "Buffered bytes not yet encoded.", [("", live["dirty_bytes"])])
+        metric("open_files", "gauge", "Open files.", [("", live["open_files"])])
+        metric("cooler_queue_chunks", "gauge", "Cold candidates found and not yet recompressed.",
+               [("", live["cooler"]["queue"])])
+    return "\n".join(out) + "\n"
 
 
 def render_json(stats: dict[str, Any]) -> str:

@@ -1,0 +1,133 @@
+"""Real mount: cooling through the daemon, live stats, Prometheus output, kill -9 in the middle of cooling."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import SHARED, Mount
+from thermofs.fs.meta import MetaStore
+
+THERMOFS = [sys.executable, "-m", "thermofs"]
+
+
+def run(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def stats(target: Path) -> dict:
+    r = run("stats", target, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def copy_corpora(dst: Path) -> None:
+    subprocess.run(["cp", "-a", str(SHARED / "corpora"), str(dst)], check=True)
+
+
+def same_tree(a: Path, b: Path) -> None:
+    r = subprocess.run(["diff", "-r", str(a), str(b)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[:2000] + r.stderr[:2000]
+
+
+def test_cool_now_through_the_daemon(make_mount: Callable[..., Mount]) -> None:
+    m = make_mount(options="nocool")
+    copy_corpora(m.mountpoint)
+    before = stats(m.mountpoint)
+    assert before["mounted"] and before["live"]["write_ops"] > 0
+    assert before["cold_chunks"] == 0 and before["hot_chunks"] == before["chunks"] > 0
+    r = run("cool", m.mountpoint, "--now", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    after = stats(m.store)  # the store path of a mounted volume works too
+    assert report["cooled"] == before["chunks"] == after["cold_chunks"] and after["hot_chunks"] == 0
+    assert after["stored_bytes"] < before["stored_bytes"]
+    assert after["cooled_chunks"] == report["cooled"]
+    assert after["live"]["cooler"]["passes"] == 1
+    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+    m.remount()
+    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+    assert stats(m.mountpoint)["cold_chunks"] == after["cold_chunks"]
+
+
+def test_stats_prometheus_and_table(make_mount: Callable[..., Mount]) -> None:
+    m = make_mount()
+    (m.mountpoint / "t.txt").write_bytes(b"hello thermofs\n" * 20000)
+    (m.mountpoint / "t.txt").read_bytes()
+    r = run("stats", m.mountpoint, "--prometheus")
+    assert r.returncode == 0, r.stderr
+    samples = {}
+    for line in r.stdout.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples["thermofs_logical_bytes"] == 15 * 20000
+    assert samples['thermofs_chunks{tier="hot"}'] == 5
+    assert samples["thermofs_written_bytes_total"] >= 15 * 20000
+    assert samples["thermofs_mounted"] == 1
+    assert all(line.startswith("# HELP thermofs_") or line.startswith("# TYPE thermofs_")
+               or line.startswith("thermofs_") for line in r.stdout.splitlines())
+    r = run("stats", m.mountpoint)
+    assert r.returncode == 0 and "cooler" in r.stdout and "hit rate" in r.stdout
+    r = run("stats", m.mountpoint, m.mountpoint / "t.txt")
+    assert r.returncode == 0 and "t.txt" in r.stdout and "zstd 5" in r.stdout
+
+
+def test_background_cooler_cools_idle_data(make_mount: Callable[..., Mount]) -> None:
+    m = make_mount(options="cold_age=1s,cool_interval=1s")
+    copy_corpora(m.mountpoint)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        s = stats(m.mountpoint)
+        if s["hot_chunks"] == 0:
+            break
+        time.sleep(0.5)
+    assert s["hot_chunks"] == 0 and s["cold_chunks"] == s["chunks"] > 0
+    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+
+
+def _text(rnd: random.Random, n: int) -> bytes:
+    words = [bytes(rnd.choice(b"etaoinshrdlu") for _ in range(rnd.randint(2, 9))) for _ in range(2000)]
+    return b" ".join(rnd.choice(words) for _ in range(n // 5))[:n]
+
+
+def test_kill_9_during_cooling_loses_nothing(make_mount: Callable[..., Mount]) -> None:
+    m = make_mount(options="nocool")
+    rnd = random.Random(7)
+    files = {f"f{i}": _text(rnd, 2_000_000 + i) for i in range(12)}
+    for name, data in files.items():
+        (m.mountpoint / name).write_bytes(data)
+    total = stats(m.mountpoint)["chunks"]
+    cool = subprocess.Popen([*THERMOFS, "cool", str(m.mountpoint), "--now", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        meta = MetaStore(m.store / "meta.lmdb", readonly=True)
+        with meta.read() as t:
+            cold = t.counter("cold_chunks")
+        meta.close()
+        if cold > 0:
+            break
+        time.sleep(0.05)
+    m.kill()
+    out, err = cool.communicate(timeout=60)
+    assert 0 < cold < total, "kill should land in the middle of the pass"
+    assert cool.returncode != 0 and "daemon" in err, (out, err)
+    m.start()
+    for name, data in files.items():
+        assert (m.mountpoint / name).read_bytes() == data, name
+    s = stats(m.mountpoint)
+    assert s["chunks"] == total and s["cold_chunks"] + s["hot_chunks"] == total
+    assert 0 < s["cold_chunks"] < total
+    r = run("cool", m.mountpoint, "--now", "--json")
+    assert r.returncode == 0, r.stderr
+    assert stats(m.mountpoint)["cold_chunks"] == total
+    m.remount()
+    for name, data in files.items():
+        assert (m.mountpoint / name).read_bytes() == data, name

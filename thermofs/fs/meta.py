@@ -356,6 +356,58 @@ class Txn:
             self.bump("garbage_bytes", -U64.unpack(raw)[0])
             self._txn.delete(key, db=self._db["garbage"])
 
+    # -- admin: whole-store scans and repairs for fsck and compact (tools/) ----------------------------
+    # Kept in one block: the tools read every sub-database and fix what they find, the volume never
+    # needs these. Scans are generators over one transaction's snapshot.
+    def entry_count(self, db: str) -> int:
+        """Number of keys in sub-database ``db`` (from LMDB's own statistics, no scan)."""
+        return int(self._txn.stat(self._db[db])["entries"])
+
+    def all_chunks(self) -> Iterator[tuple[int, int, ChunkEntry, bytes | None]]:
+        """(ino, chunk index, entry, inline frame or None) of every chunk map entry, in key order."""
+        for k, v in _items(self._txn.cursor(db=self._db["chunks"])):
+            yield (U64.unpack(k[:8])[0], U64.unpack(k[8:16])[0], ChunkEntry.unpack(v),
+                   v[CHUNK.size:] if len(v) > CHUNK.size else None)
+
+    def all_dirents(self) -> Iterator[tuple[int, bytes, int, int]]:
+        """(parent, name, child ino, child file type bits) of every directory entry."""
+        for k, v in _items(self._txn.cursor(db=self._db["dirents"])):
+            yield (U64.unpack(k[:8])[0], k[8:], *DIRENT.unpack(v))
+
+    def owners(self, db: str) -> set[int]:
+        """Inode numbers that own at least one key of a sub-database keyed by ino (+ suffix)."""
+        cur = self._txn.cursor(db=self._db[db])
+        return {U64.unpack(k[:8])[0] for k in cast(Iterator[bytes], cur.iternext(keys=True, values=False))}
+
+    def set_counter(self, name: str, value: int) -> None:
+        """Set a running total to a recomputed value (fsck --repair)."""
+        self.bump(name, value - self.counter(name))
+
+    def adjust_garbage(self, segment: int, delta: int) -> None:
+        """Correct a segment's garbage record by ``delta`` bytes without punching anything: frames a
+        crash left between append and commit, which no record knew, or a record that drifted."""
+        if not delta:
+            return
+        key = U32.pack(segment)
+        raw = self._get(key, self._db["garbage"])
+        value = (U64.unpack(raw)[0] if raw else 0) + delta
+        if value < 0:
+            raise MetaError(f"segment {segment} would have negative garbage ({value} bytes)")
+        if value:
+            self._txn.put(key, U64.pack(value), db=self._db["garbage"])
+        else:
+            self._txn.delete(key, db=self._db["garbage"])
+        self.bump("garbage_bytes", delta)
+
+    def swap_chunk(self, ino: int, index: int, old: ChunkEntry, new: ChunkEntry) -> bool:
+        """Point a chunk at a copy of its frame only if it still points at ``old`` (invariants 3, 4);
+        then ``old`` becomes garbage, else the copy ``new`` does. True if swapped."""
+        if self.get_chunk(ino, index) == old:
+            self.put_chunk(ino, index, new)
+            return True
+        self.add_garbage(new)
+        return False
+
 
 def _map_lmdb_error(e: lmdb.Error) -> Exception:
     if isinstance(e, lmdb.MapFullError) or getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) \

@@ -48,6 +48,9 @@ class SegmentStore:
         self._read_fds: dict[int, int] = {}
         existing = self.segment_ids()
         self._active_id = (existing[-1] + 1) if existing else 1
+        # Segments from this id on were written by this process: a frame in them may still wait for
+        # the commit that points at it (compaction must not count it as garbage).
+        self.first_id = self._active_id
         self._active_fd = -1
         self._active_size = 0
         self._unsynced: dict[int, int] = {}  # segment id -> fd written since the last sync

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import NotFound
+from thermofs.fs.errors import CorruptChunk, NotFound
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, Inode, MetaStore, Txn
 
 # Staged entries committed at the latest after this many chunks (1 GiB at 64 KiB chunks): bounds the
@@ -177,12 +177,26 @@ class OpenFile:
             return data
         if index in self._staged:
             entry, inline = self._staged[index], self._inline.get(index)
+            if entry is None:
+                return b""
+            data = self._chunks.read(entry, inline)
         else:
             with self._meta.read() as t:
                 entry, inline = t.get_chunk_frame(self.ino, index)
-        if entry is None:
-            return b""
-        data = self._chunks.read(entry, inline)
+            while True:
+                if entry is None:
+                    return b""
+                try:
+                    data = self._chunks.read(entry, inline)
+                    break
+                except CorruptChunk:
+                    # Compaction may have moved the frame after we read its entry, and punched or
+                    # deleted the old copy: only an entry that did not change is really damaged.
+                    with self._meta.read() as t:
+                        again = t.get_chunk_frame(self.ino, index)
+                    if again == (entry, inline):
+                        raise
+                    entry, inline = again
         self._cache.put(key, data)
         return data
 

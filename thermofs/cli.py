@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -110,6 +114,100 @@ def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, watch: bool)
         return
     except (FsError, CodecError, OSError) as e:
         _fail(e)
+
+
+@main.command("fsck", epilog="Exit status: 0 clean (or every problem repaired), 1 damage found (or left after "
+                             "--repair), 2 usage or other error (not a store, mounted, unreadable).")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without guessing; say what could not be.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fsck_cmd(store: Path, repair: bool, as_json: bool) -> None:
+    """Check the unmounted volume in STORE: every frame's checksum, the chunk map against the segments,
+    the directory tree against the inodes, link counts and the running totals.
+
+    With --repair, bad directory entries are removed, unreachable files are linked into /lost+found,
+    link counts, totals and garbage records are recomputed. Damaged chunks are reported with their file
+    and byte range and left as they are: their bytes keep reading as EIO rather than as made-up zeros.
+    """
+    from thermofs.tools.fsck import EXIT_ERROR, fsck, render
+
+    bar = _Bar("verifying frames", "chunks")
+    try:
+        report = fsck(store, repair=repair, progress=bar)
+    except (FsError, CodecError, OSError) as e:
+        bar.close()
+        click.echo(f"thermofs: error: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    bar.close()
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else render(report))
+    sys.exit(report.exit_code)
+
+
+@main.command("compact")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--min-garbage", type=click.IntRange(0, 100), default=25, show_default=True,
+              help="Rewrite a segment once this percentage of it is dead (0: every segment with garbage).")
+def compact_cmd(target: Path, min_garbage: int) -> None:
+    """Reclaim the space of overwritten, deleted and recompressed frames of the volume at TARGET (a
+    store or a mountpoint): live frames of mostly-dead segments are copied, then the segments deleted.
+
+    Safe to interrupt at any point (Ctrl-C stops after the current batch; even kill -9 loses nothing).
+    """
+    from thermofs.fs.mount import open_volume
+    from thermofs.fs.store import StoreLock
+    from thermofs.tools.compact import compact, render
+    from thermofs.tools.stats import store_of
+
+    try:
+        store = store_of(target)
+        lock = StoreLock(store)
+        if lock.is_held_elsewhere():
+            # lead wires the control socket here
+            _fail(FsError("store is mounted; compact of a mounted volume goes through the daemon"))
+        lock.acquire()
+    except (FsError, CodecError, OSError) as e:
+        _fail(e)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda _sig, _frame: stop.set())
+    bar = _Bar("compacting", "B")
+    try:
+        parts = open_volume(store)
+        try:
+            chunks = parts.volume.chunks
+            report = compact(parts.meta, parts.segments, chunks.table, chunks.chunk_size, bar, stop,
+                             min_garbage / 100)
+        finally:
+            parts.close()
+    except (FsError, CodecError, OSError) as e:
+        bar.close()
+        _fail(e)
+    finally:
+        lock.release()
+    bar.close()
+    click.echo(render(report))
+    if report.interrupted:
+        sys.exit(130)
+
+
+class _Bar:
+    """A tqdm progress bar on stderr, shown on a terminal only, fed with (done, total) calls."""
+
+    def __init__(self, desc: str, unit: str) -> None:
+        self.desc, self.unit = desc, unit
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, unit_scale=self.unit == "B",
+                            file=sys.stderr, disable=None, leave=False)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 if __name__ == "__main__":

@@ -154,17 +154,18 @@ def compact_cmd(target: Path, min_garbage: int) -> None:
     Safe to interrupt at any point (Ctrl-C stops after the current batch; even kill -9 loses nothing).
     """
     from thermofs.fs.mount import open_volume
-    from thermofs.fs.store import StoreLock
+    from thermofs.fs.store import read_config
     from thermofs.tools.compact import compact, render
+    from thermofs.tools.offline import StoreInUse, lock_store
     from thermofs.tools.stats import store_of
 
     try:
         store = store_of(target)
-        lock = StoreLock(store)
-        if lock.is_held_elsewhere():
-            # lead wires the control socket here
-            _fail(FsError("store is mounted; compact of a mounted volume goes through the daemon"))
-        lock.acquire()
+        read_config(store)
+        lock = lock_store(store)
+    except StoreInUse:
+        # lead wires the control socket here
+        _fail(FsError("store is mounted; compact of a mounted volume goes through the daemon"))
     except (FsError, CodecError, OSError) as e:
         _fail(e)
     stop = threading.Event()

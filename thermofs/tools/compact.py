@@ -11,7 +11,8 @@ thread next to FUSE writers that share the same MetaStore and SegmentStore. It i
 - frames that nothing points at count as garbage only in segments written before this process opened
   the store: in its own segments such a frame may belong to a file whose commit is still to come, so
   there only the garbage records count;
-- a segment is deleted only when its garbage record covers all of it and no entry points into it.
+- a segment is deleted only when its garbage record covers all of it and no entry points into it;
+  its record is forgotten before its file is deleted.
 
 Interrupting it anywhere (an exception, the ``stop`` event, kill -9) leaves every file intact: an
 uncommitted copy is a frame nothing points at, which the next compaction reclaims.
@@ -198,11 +199,13 @@ def _remove_dead(meta: MetaStore, segments: SegmentStore, sizes: dict[int, int],
     for seg, size in sorted(sizes.items()):
         if live.get(seg, 0) or garbage.get(seg, 0) < size:
             continue
-        # File first, record second (as the volume does): a crash in between leaves only the
-        # record of a segment that no longer exists, which the next mount forgets.
-        segments.remove(seg)
+        # Record first, file second: a crash in between leaves a file nothing points at and no
+        # record knows, which the next compaction reclaims. (The other order could leave a record
+        # of a deleted segment whose id the next mount reuses, if it was the highest: the stale
+        # record would then count the new segment's live frames as garbage.)
         with meta.write() as t:
             t.forget_segment(seg)
+        segments.remove(seg)
         report.segments_removed += 1
         report.bytes_reclaimed += size
 

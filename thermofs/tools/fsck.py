@@ -44,7 +44,8 @@ from thermofs.fs.meta import (
     Txn,
 )
 from thermofs.fs.segments import SegmentStore, segment_name
-from thermofs.fs.store import StoreLock, read_config
+from thermofs.fs.store import read_config
+from thermofs.tools.offline import lock_store
 
 LOST_FOUND = b"lost+found"
 EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2
@@ -448,8 +449,7 @@ def _lost_found(t: Txn, tree: _Tree) -> int:
 def fsck(store: Path, repair: bool = False, progress: Progress | None = None) -> FsckReport:
     """Check the unmounted store (its lock is taken: a mounted store is refused with StoreError)."""
     config = read_config(store)
-    lock = StoreLock(store)
-    lock.acquire()
+    lock = lock_store(store)
     try:
         segments = SegmentStore(store / "segments")
         meta = MetaStore(store / "meta.lmdb", readonly=not repair, on_freed=segments.punch)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Mount
+from tests.test_corruption import _chunk_map as chunk_map
 from thermofs.fs.errors import CorruptChunk
-from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, MetaStore
+from thermofs.fs.meta import INLINE_SEGMENT, MetaStore
 from thermofs.fs.mount import open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import EXIT_CLEAN, EXIT_DAMAGE, FsckReport, fsck
@@ -76,15 +77,6 @@ def read_back(store: Path, files: dict[str, bytes]) -> dict[str, bytes | str]:
     finally:
         parts.close()
     return out
-
-
-def chunk_map(store: Path, ino: int) -> dict[int, ChunkEntry]:
-    meta = MetaStore(store / "meta.lmdb", readonly=True)
-    try:
-        with meta.read() as t:
-            return dict(t.chunks_of(ino))
-    finally:
-        meta.close()
 
 
 def ino_of(store: Path, path: str) -> int:

@@ -121,7 +121,7 @@ def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_s
         report.unaccounted_bytes = sum(unaccounted.values())
 
     chosen = [seg for seg, size in sorted(sizes.items())
-              if live.get(seg, 0) and size and garbage.get(seg, 0) >= min_garbage * size]
+              if live.get(seg, 0) and 0 < garbage.get(seg, 0) >= min_garbage * size]
     total = sum(live[seg] for seg in chosen)
     done = 0
     if progress is not None:

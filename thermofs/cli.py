@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +125,57 @@ def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, prometheus: 
         return
     except (FsError, CodecError, OSError) as e:
         _fail(e)
+
+
+@main.command("fsck", epilog="Exit status: 0 clean (or every problem repaired), 1 damage found (or left after "
+                             "--repair), 2 usage or other error (not a store, mounted, unreadable).")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without guessing; say what could not be.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fsck_cmd(store: Path, repair: bool, as_json: bool) -> None:
+    """Check the unmounted volume in STORE: every frame's checksum, the chunk map against the segments,
+    the directory tree against the inodes, link counts and the running totals.
+
+    With --repair, bad directory entries are removed, unreachable files are linked into /lost+found,
+    link counts, totals and garbage records are recomputed. Damaged chunks are reported with their file
+    and byte range and left as they are: their bytes keep reading as EIO rather than as made-up zeros.
+    """
+    from thermofs.tools.admin import progress_bar
+    from thermofs.tools.fsck import EXIT_ERROR, fsck, render
+
+    try:
+        with progress_bar("verifying frames", "chunk") as bar:
+            report = fsck(store, repair=repair, progress=bar)
+    except (FsError, CodecError, OSError) as e:
+        click.echo(f"thermofs: error: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else render(report))
+    sys.exit(report.exit_code)
+
+
+@main.command("compact")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--min-garbage", type=click.IntRange(0, 100), default=25, show_default=True,
+              help="Rewrite a segment once this percentage of it is dead (0: every segment with garbage).")
+def compact_cmd(target: Path, min_garbage: int) -> None:
+    """Reclaim the space of overwritten, deleted and recompressed frames of the volume at TARGET (a
+    store or a mountpoint): live frames of mostly-dead segments are copied, then the segments deleted.
+    A mounted volume is compacted by its daemon, while it serves.
+
+    Safe to interrupt at any point (Ctrl-C stops after the current batch; even kill -9 loses nothing).
+    """
+    from thermofs.tools.admin import compact
+    from thermofs.tools.compact import render
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda _sig, _frame: stop.set())
+    try:
+        report = compact(target, min_garbage / 100, stop)
+    except (FsError, CodecError, OSError) as e:
+        _fail(e)
+    click.echo(render(report))
+    if report.interrupted:
+        sys.exit(130)
 
 
 @main.command("cool")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, FrameInfo, decode_frame, encode_parts
+from thermofs.codecs import (
+    CodecSpec,
+    CodecTable,
+    CorruptFrame,
+    FrameInfo,
+    decode_frame,
+    encode_parts,
+)
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry
 from thermofs.fs.segments import SegmentStore
@@ -95,20 +102,31 @@ class ChunkStore:
     def read(self, entry: ChunkEntry, inline: bytes | None = None) -> bytes:
         """Read and verify one chunk (an inline one from its ``inline`` frame); any mismatch with
         its map entry is CorruptChunk (EIO)."""
-        if entry.frame_len > self.chunk_size + 4096 or entry.raw_len > self.chunk_size:
-            raise CorruptChunk(f"chunk entry has impossible lengths ({entry.frame_len}, {entry.raw_len})")
+        check_lengths(entry, self.chunk_size)
         if entry.segment == INLINE_SEGMENT:
             if inline is None or len(inline) != entry.frame_len:
                 raise CorruptChunk("inline chunk frame is missing or has the wrong length")
             frame = inline
         else:
             frame = self.segments.read(entry.segment, entry.offset, entry.frame_len)
-        try:
-            raw = decode_frame(frame, self.table, self.chunk_size)
-        except CorruptFrame as e:
-            raise CorruptChunk(f"segment {entry.segment} offset {entry.offset}: {e}") from e
-        if (len(raw) != entry.raw_len or frame[3] != entry.codec_id
-                or int.from_bytes(frame[16:24], "big") != entry.checksum):
-            raise CorruptChunk(f"segment {entry.segment} offset {entry.offset}: frame does not match its "
-                               f"chunk map entry")
-        return raw
+        return verify_frame(entry, frame, self.table, self.chunk_size)
+
+
+def check_lengths(entry: ChunkEntry, chunk_size: int) -> None:
+    """Refuse an entry whose lengths no frame of this volume can have, before reading anything."""
+    if entry.frame_len > chunk_size + 4096 or entry.raw_len > chunk_size:
+        raise CorruptChunk(f"chunk entry has impossible lengths ({entry.frame_len}, {entry.raw_len})")
+
+
+def verify_frame(entry: ChunkEntry, frame: bytes, table: CodecTable, chunk_size: int) -> bytes:
+    """Decode ``frame`` and check it against its chunk map ``entry`` (invariant 5); the raw bytes,
+    or CorruptChunk. Shared by reads, fsck and compaction, so all verify alike."""
+    try:
+        raw = decode_frame(frame, table, chunk_size)
+    except CorruptFrame as e:
+        raise CorruptChunk(f"segment {entry.segment} offset {entry.offset}: {e}") from e
+    if (len(raw) != entry.raw_len or frame[3] != entry.codec_id
+            or int.from_bytes(frame[16:24], "big") != entry.checksum):
+        raise CorruptChunk(f"segment {entry.segment} offset {entry.offset}: frame does not match its "
+                           f"chunk map entry")
+    return raw

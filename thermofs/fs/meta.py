@@ -398,12 +398,14 @@ class Txn:
 
     def swap_chunk(self, ino: int, index: int, old: ChunkEntry, new: ChunkEntry,
                    frame: bytes | None = None) -> bool:
-        """Invariant 3: point the chunk at ``new`` only if it still is ``old``; False otherwise.
-
-        ``new`` may be ``old`` with another tier only (its frame stays where it is)."""
+        """Invariants 3 and 4: point the chunk at ``new`` (a recompressed or compacted copy) only if
+        it still is ``old``; then ``old`` becomes garbage, else the copy ``new`` does. ``new`` may
+        be ``old`` with another tier only (its frame stays where it is). True if swapped."""
         key = _chunk_key(ino, index)
         raw = self._get(key, self._db["chunks"])
         if raw is None or ChunkEntry.unpack(raw) != old:
+            if new.segment != INLINE_SEGMENT and (new.segment, new.offset) != (old.segment, old.offset):
+                self.add_garbage(new)  # the copy nobody will point at
             return False
         if dataclasses.replace(new, tier=old.tier) == old:
             self._txn.put(key, new.pack() + raw[CHUNK.size:], db=self._db["chunks"])
@@ -431,6 +433,49 @@ class Txn:
             if k[:1] != prefix:
                 break
             yield U32.unpack(k[1:5])[0], v
+
+    # -- admin: whole-store scans and repairs for fsck and compact (tools/) ----------------------------
+    # Kept in one block: the tools read every sub-database and fix what they find, the volume never
+    # needs these. Scans are generators over one transaction's snapshot.
+    def entry_count(self, db: str) -> int:
+        """Number of keys in sub-database ``db`` (from LMDB's own statistics, no scan)."""
+        return int(self._txn.stat(self._db[db])["entries"])
+
+    def all_chunks(self) -> Iterator[tuple[int, int, ChunkEntry, bytes | None]]:
+        """(ino, chunk index, entry, inline frame or None) of every chunk map entry, in key order."""
+        for k, v in _items(self._txn.cursor(db=self._db["chunks"])):
+            yield (U64.unpack(k[:8])[0], U64.unpack(k[8:16])[0], ChunkEntry.unpack(v),
+                   v[CHUNK.size:] if len(v) > CHUNK.size else None)
+
+    def all_dirents(self) -> Iterator[tuple[int, bytes, int, int]]:
+        """(parent, name, child ino, child file type bits) of every directory entry."""
+        for k, v in _items(self._txn.cursor(db=self._db["dirents"])):
+            yield (U64.unpack(k[:8])[0], k[8:], *DIRENT.unpack(v))
+
+    def owners(self, db: str) -> set[int]:
+        """Inode numbers that own at least one key of a sub-database keyed by ino (+ suffix)."""
+        cur = self._txn.cursor(db=self._db[db])
+        return {U64.unpack(k[:8])[0] for k in cast(Iterator[bytes], cur.iternext(keys=True, values=False))}
+
+    def set_counter(self, name: str, value: int) -> None:
+        """Set a running total to a recomputed value (fsck --repair)."""
+        self.bump(name, value - self.counter(name))
+
+    def adjust_garbage(self, segment: int, delta: int) -> None:
+        """Correct a segment's garbage record by ``delta`` bytes without punching anything: frames a
+        crash left between append and commit, which no record knew, or a record that drifted."""
+        if not delta:
+            return
+        key = U32.pack(segment)
+        raw = self._get(key, self._db["garbage"])
+        value = (U64.unpack(raw)[0] if raw else 0) + delta
+        if value < 0:
+            raise MetaError(f"segment {segment} would have negative garbage ({value} bytes)")
+        if value:
+            self._txn.put(key, U64.pack(value), db=self._db["garbage"])
+        else:
+            self._txn.delete(key, db=self._db["garbage"])
+        self.bump("garbage_bytes", delta)
 
 
 def _map_lmdb_error(e: lmdb.Error) -> Exception:

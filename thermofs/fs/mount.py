@@ -152,7 +152,16 @@ def daemon_handlers(parts: Parts) -> dict[str, Handler]:
                                    throttle=bool(args.get("throttle")))
         return report.as_dict()
 
-    return {"stats": live, "cool": cool}
+    def compact(args: dict[str, Any], send: Send) -> dict[str, Any]:
+        from thermofs.tools.compact import compact as compact_store  # admin code, loaded on demand
+
+        chunks = parts.volume.chunks
+        report = compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size,
+                               lambda done, total: send({"done": done, "total": total}), None,
+                               float(args.get("min_garbage", 0.25)))
+        return asdict(report)
+
+    return {"stats": live, "cool": cool, "compact": compact}
 
 
 def statfs_of(store: Path, volume: Volume) -> dict[str, int]:

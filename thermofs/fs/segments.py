@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +30,8 @@ SEGMENT_BYTES = 64 << 20
 # Read descriptors kept open (cached descriptors are never closed while in use: reads of segments
 # beyond this many open and close their own descriptor).
 MAX_READ_FDS = 512
+# A removed segment's read descriptor stays open this long: far longer than one pread of a frame.
+RETIRE_SECONDS = 10.0
 
 
 def disk_bytes(paths: Iterable[Path]) -> int:
@@ -46,8 +49,12 @@ class SegmentStore:
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
+        self._retired: list[tuple[float, int]] = []  # (when, descriptor) of removed segments
         existing = self.segment_ids()
         self._active_id = (existing[-1] + 1) if existing else 1
+        # Segments from this id on were written by this process: a frame in them may still wait for
+        # the commit that points at it (compaction must not count it as garbage).
+        self.first_id = self._active_id
         self._active_fd = -1
         self._active_size = 0
         self._unsynced: dict[int, int] = {}  # segment id -> fd written since the last sync
@@ -180,8 +187,14 @@ class SegmentStore:
             if seg_id == self._active_id:
                 return
             fd = self._read_fds.pop(seg_id, None)
+            now = time.monotonic()
             if fd is not None:
-                os.close(fd)
+                # A reader may have taken this descriptor just before and be in pread() now:
+                # closing it at once could hand its number to another file under that reader.
+                # Retired descriptors (of an unlinked file, still readable) are closed later.
+                self._retired.append((now, fd))
+            while self._retired and now - self._retired[0][0] > RETIRE_SECONDS:
+                os.close(self._retired.pop(0)[1])
             self.path(seg_id).unlink(missing_ok=True)
 
     def size_of(self, seg_id: int) -> int:
@@ -206,6 +219,7 @@ class SegmentStore:
                 os.close(self._active_fd)
                 self._active_fd = -1
             self._unsynced.clear()
-            for fd in self._read_fds.values():
+            for fd in [*self._read_fds.values(), *(fd for _when, fd in self._retired)]:
                 os.close(fd)
             self._read_fds.clear()
+            self._retired.clear()

@@ -647,8 +647,6 @@ class Volume:
                     done.bytes_saved += old.frame_len - entry.frame_len
                 else:
                     done.raced += 1
-                    if entry.segment != INLINE_SEGMENT and i in placed:
-                        t.add_garbage(entry)
             t.bump("cooled_chunks" if tier else "promoted_chunks", done.chunks)
             if tier:
                 t.bump("cooled_bytes_saved", done.bytes_saved)
@@ -660,10 +658,12 @@ class Volume:
         with self.meta.read() as t:
             garbage = t.garbage_by_segment()
         for seg in self.chunks.dead_segments(garbage):
-            # File first, record second: a crash in between leaves only a record of nothing.
-            self.chunks.remove_segment(seg)
+            # Record first, file second: a crash in between leaves a file nothing points at, which
+            # compaction deletes. (The other order could leave a record of garbage that a reused
+            # segment id would then count against live frames.)
             with self.meta.write() as t:
                 t.forget_segment(seg)
+            self.chunks.remove_segment(seg)
 
     def _purge_orphans(self) -> None:
         """Files unlinked while open when the daemon died: nothing can reach them any more."""

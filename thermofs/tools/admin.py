@@ -7,6 +7,7 @@ parts the daemon builds, and the same code runs in this process.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,10 @@ from tqdm import tqdm
 
 from thermofs.fs.control import Target, call, resolve_target
 from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume
-from thermofs.fs.store import StoreLock, read_config
+from thermofs.fs.store import read_config
+from thermofs.tools.compact import CompactReport
+from thermofs.tools.compact import compact as compact_store
+from thermofs.tools.offline import lock_store
 
 
 def target_of(path: Path) -> Target:
@@ -28,8 +32,7 @@ def target_of(path: Path) -> Target:
 @contextmanager
 def offline(store: Path) -> Iterator[Parts]:
     """The parts of an unmounted store, under its lock (a mount meanwhile is refused)."""
-    lock = StoreLock(store)
-    lock.acquire()
+    lock = lock_store(store)
     try:
         parts = open_volume(store, options=MountOptions(cooler=False))
         try:
@@ -43,12 +46,13 @@ def offline(store: Path) -> Iterator[Parts]:
 @contextmanager
 def progress_bar(desc: str, unit: str = "chunk") -> Iterator[Callable[[int, int], None]]:
     """A progress callback (done, total) drawn on stderr by tqdm."""
-    bar = tqdm(desc=desc, unit=unit, total=0, leave=True, dynamic_ncols=True)
+    # disable=None: drawn on a terminal only, so scripts and logs get the result alone.
+    bar = tqdm(desc=desc, unit=unit, total=0, leave=False, dynamic_ncols=True, disable=None,
+               unit_scale=unit == "B")
 
     def update(done: int, total: int) -> None:
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         yield update
@@ -67,3 +71,17 @@ def cool(path: Path, older_than: float | None, throttle: bool, show_progress: bo
             return result
         with offline(target.store) as parts:
             return parts.cooler.cool(older_than, progress=report, throttle=throttle).as_dict()
+
+
+def compact(path: Path, min_garbage: float, stop: threading.Event) -> CompactReport:
+    """``thermofs compact``: offline under the lock, or by the mounted volume's daemon."""
+    target = target_of(path)
+    with progress_bar("compacting", "B") as bar:
+        if target.mounted:
+            result = call(target.store, "compact", {"min_garbage": min_garbage},
+                          on_progress=lambda p: bar(p["done"], p["total"]))
+            return CompactReport(**result)
+        with offline(target.store) as parts:
+            chunks = parts.volume.chunks
+            return compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size, bar, stop,
+                                 min_garbage)

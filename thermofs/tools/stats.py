@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
-from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.control import ControlError, Target, call
 from thermofs.fs.segments import disk_bytes

@@ -1,0 +1,514 @@
+"""``thermofs fsck``: check an unmounted store, and with ``repair`` fix what can be fixed without guessing.
+
+Checks, from one LMDB snapshot:
+
+- every chunk's frame: entry lengths, segment present, frame inside the segment file, header, decode,
+  xxh3 against the entry (inline frames too);
+- the namespace: directory entries in missing or non-directory parents, entries naming missing inodes or
+  the wrong file type, directories with more than one name, inodes no path from the root reaches (lost),
+  link counts, directory parent pointers;
+- leftovers of missing inodes (chunks, symlink targets, xattrs, orphan records), chunks past a file's end;
+- the running totals ``stats`` shows, recomputed from the whole map, and each segment's garbage record
+  against what the segment really holds (its size minus its live frames).
+
+Repairs (all in one write transaction): bad directory entries are removed, lost inodes are linked into
+``/lost+found`` as ``#INO`` (created if needed, as e2fsck does), link counts, parent pointers, totals and
+garbage records are set to the recomputed values, leftovers of missing inodes are dropped.
+
+A chunk whose frame is damaged or gone is not repaired: its bytes are lost and only a guess could stand in
+for them. fsck names the file, chunk and byte range and keeps the entry, so reads of those bytes keep
+failing with EIO; dropping the entry would make them read as zeros, silently turning a detected loss into
+wrong data. Restore the file or overwrite the range to clear it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thermofs.codecs import CodecTable
+from thermofs.fs.chunkstore import check_lengths, verify_frame
+from thermofs.fs.errors import CorruptChunk
+from thermofs.fs.meta import (
+    COUNTERS,
+    INLINE_SEGMENT,
+    ROOT_INO,
+    Inode,
+    MetaStore,
+    Txn,
+)
+from thermofs.fs.segments import SegmentStore, segment_name
+from thermofs.fs.store import read_config
+from thermofs.tools.offline import lock_store
+
+LOST_FOUND = b"lost+found"
+EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Problem:
+    kind: str
+    path: str
+    message: str
+    fixable: bool
+    repaired: bool = False
+    ino: int | None = None  # the inode the path names, so it can be shown again after a repair
+
+
+@dataclass
+class FsckReport:
+    store: str
+    checked: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    # Not damage: what a crash normally leaves (frames between append and commit, files unlinked
+    # while open); the next mount or compaction reclaims it, --repair accounts it now.
+    notes: list[str] = field(default_factory=list)
+    repair: bool = False
+
+    @property
+    def remaining(self) -> list[Problem]:
+        return [p for p in self.problems if not p.repaired]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DAMAGE if self.remaining else EXIT_CLEAN
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.problems:
+            out[p.kind] = out.get(p.kind, 0) + 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "repair": self.repair, "checked": self.checked,
+                "counts": self.counts(), "remaining": len(self.remaining),
+                "repaired": sum(p.repaired for p in self.problems), "exit_code": self.exit_code,
+                "problems": [asdict(p) for p in self.problems], "notes": self.notes}
+
+
+# -- the namespace as the snapshot has it -------------------------------------------------------------
+
+@dataclass
+class _Tree:
+    inodes: dict[int, Inode]
+    # (parent, name) -> (child, type bits) of the entries that are sound
+    dirents: dict[tuple[int, bytes], tuple[int, int]]
+    names: dict[int, list[tuple[int, bytes]]]  # child -> its (parent, name)s, sound entries only
+    shown: dict[int, list[tuple[int, bytes]]]  # child -> every (parent, name) naming it, for paths
+
+    def path(self, ino: int) -> str:
+        parts: list[bytes] = []
+        seen = {ino}
+        while ino != ROOT_INO:
+            names = self.names.get(ino) or self.shown.get(ino)
+            if not names:
+                if ino not in self.inodes:
+                    return f"<inode {ino}, missing>"
+                return f"<inode {ino}, unreachable>" + ("/" + os.fsdecode(b"/".join(reversed(parts)))
+                                                         if parts else "")
+            parent, name = names[0]
+            parts.append(name)
+            if parent in seen:
+                return f"<inode {ino}, in a directory cycle>"
+            seen.add(parent)
+            ino = parent
+        return "/" + os.fsdecode(b"/".join(reversed(parts)))
+
+    def reachable(self) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for (parent, _name), (child, _kind) in self.dirents.items():
+            children.setdefault(parent, []).append(child)
+        seen, todo = {ROOT_INO}, [ROOT_INO]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        return seen
+
+
+def _tree(t: Txn, problems: list[Problem] | None) -> _Tree:
+    """The sound part of the namespace; with ``problems``, report every unsound directory entry."""
+    inodes = {i.ino: i for i in t.inodes()}
+    tree = _Tree(inodes, {}, {}, {})
+    raw = list(t.all_dirents())
+    # Names first, so a path can be shown for entries of a directory that has other problems.
+    for parent, name, child, _kind in raw:
+        tree.shown.setdefault(child, []).append((parent, name))
+
+    def bad(kind: str, parent: int, name: bytes, message: str) -> None:
+        if problems is not None:
+            where = tree.path(parent)
+            problems.append(Problem(kind, where.rstrip("/") + "/" + os.fsdecode(name), message, True))
+    for parent, name, child, kind in raw:
+        p = inodes.get(parent)
+        if p is None or not stat.S_ISDIR(p.mode):
+            bad("dirent-bad-parent", parent, name, f"entry in inode {parent}, which is "
+                f"{'missing' if p is None else 'not a directory'}")
+            continue
+        c = inodes.get(child)
+        if c is None:
+            bad("dirent-dangling", parent, name, f"entry names inode {child}, which does not exist")
+            continue
+        if kind != stat.S_IFMT(c.mode):
+            bad("dirent-type", parent, name, f"entry says file type {kind:o}, inode {child} is "
+                f"{stat.S_IFMT(c.mode):o}")
+        tree.dirents[(parent, name)] = (child, stat.S_IFMT(c.mode))
+        tree.names.setdefault(child, []).append((parent, name))
+    # A directory has one name: keep the one its parent pointer agrees with.
+    for ino, names in list(tree.names.items()):
+        inode = inodes[ino]
+        if stat.S_ISDIR(inode.mode) and (len(names) > 1 or ino == ROOT_INO):
+            keep = [] if ino == ROOT_INO else \
+                [next((n for n in names if n[0] == inode.parent), names[0])]
+            for extra in [n for n in names if n not in keep]:
+                bad("dirent-extra-dir-name", extra[0], extra[1], f"a second name of directory inode {ino}")
+                del tree.dirents[extra]
+            tree.names[ino] = keep
+    return tree
+
+
+# -- totals ---------------------------------------------------------------------------------------------
+
+def _totals(t: Txn, tree: _Tree, sizes: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
+    """(every running total as it must be, true garbage bytes per existing segment)."""
+    want: dict[str, int] = {name: 0 for name in COUNTERS if name != "next_ino"}
+    live: dict[int, int] = {}
+    for _ino, _index, e, _inline in t.all_chunks():
+        want["chunks"] += 1
+        want["stored_bytes"] += e.frame_len
+        want["cold_chunks" if e.tier else "hot_chunks"] += 1
+        for name, value in (("chunks", 1), ("raw_bytes", e.raw_len), ("stored_bytes", e.frame_len)):
+            key = f"codec/{e.codec_id}/{name}"
+            want[key] = want.get(key, 0) + value
+        if e.segment in sizes and e.offset + e.frame_len <= sizes[e.segment]:  # dangling: no bytes
+            live[e.segment] = live.get(e.segment, 0) + e.frame_len
+    for inode in tree.inodes.values():
+        if inode.nlink > 0 and not stat.S_ISDIR(inode.mode):
+            want["files"] += 1
+            if stat.S_ISREG(inode.mode):
+                want["logical_bytes"] += inode.size
+    for ino in t.owners("xattrs"):
+        for xname in t.xattr_names(ino):
+            key = "xattr/" + os.fsdecode(xname)
+            want[key] = want.get(key, 0) + 1
+    garbage = {seg: max(0, size - live.get(seg, 0)) for seg, size in sizes.items()}
+    # A record of a segment that no longer exists is garbage that is gone.
+    want["garbage_bytes"] = sum(garbage.values())
+    return want, garbage
+
+
+# -- checks ---------------------------------------------------------------------------------------------
+
+def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, int], table: CodecTable,
+                  chunk_size: int, problems: list[Problem], progress: Progress | None) -> int:
+    """Verify every chunk's frame; returns the number of frames read and verified."""
+    total = t.entry_count("chunks")
+    missing: dict[int, set[int]] = {}
+    verified = 0
+    extents: dict[int, list[tuple[int, int, int, int]]] = {}
+    for n, (ino, index, e, inline) in enumerate(t.all_chunks()):
+        if progress is not None and n % 256 == 0:
+            progress(n, total)
+        inode = tree.inodes.get(ino)
+        where = tree.path(ino)
+        span = f"chunk {index} (bytes {index * chunk_size}-{index * chunk_size + e.raw_len - 1})"
+        if inode is None or not stat.S_ISREG(inode.mode):
+            problems.append(Problem("chunk-without-file", where, f"{span}: owner inode {ino} is "
+                                    f"{'missing' if inode is None else 'not a regular file'}", True, ino=ino))
+            continue
+        if index * chunk_size >= max(inode.size, 0) and e.raw_len:
+            problems.append(Problem("chunk-past-eof", where, f"{span}: beyond the file's size "
+                                    f"{inode.size}", True, ino=ino))
+            continue
+        place = "inline" if e.segment == INLINE_SEGMENT else f"{segment_name(e.segment)} at {e.offset}"
+        if e.segment != INLINE_SEGMENT:
+            if e.segment not in sizes:
+                missing.setdefault(e.segment, set()).add(ino)
+                problems.append(Problem("chunk-dangling", where, f"{span}: its segment "
+                                        f"{segment_name(e.segment)} is missing", False, ino=ino))
+                continue
+            if e.offset + e.frame_len > sizes[e.segment]:
+                problems.append(Problem("chunk-dangling", where, f"{span}: {place}, {e.frame_len} bytes, "
+                                        f"ends past the segment's end ({sizes[e.segment]} bytes)", False,
+                                        ino=ino))
+                continue
+            extents.setdefault(e.segment, []).append((e.offset, e.frame_len, ino, index))
+        try:
+            check_lengths(e, chunk_size)
+            if e.segment == INLINE_SEGMENT:
+                if inline is None or len(inline) != e.frame_len:
+                    raise CorruptChunk("inline frame is missing or has the wrong length")
+                frame = inline
+            else:
+                frame = segments.read(e.segment, e.offset, e.frame_len)
+            verify_frame(e, frame, table, chunk_size)
+            verified += 1
+        except CorruptChunk as err:
+            problems.append(Problem("chunk-corrupt", where, f"{span}: {place}: {err}", False, ino=ino))
+    if progress is not None:
+        progress(total, total)
+    for seg, owners in sorted(missing.items()):
+        problems.append(Problem("segment-missing", segment_name(seg), f"segment file is gone; chunks of "
+                                f"{len(owners)} file(s) pointed into it (listed as chunk-dangling)", False))
+    for seg, spans in extents.items():
+        spans.sort()
+        for (off_a, len_a, ino_a, idx_a), (off_b, _len_b, ino_b, idx_b) in itertools.pairwise(spans):
+            if off_a + len_a > off_b:
+                problems.append(Problem("chunk-shared-frame", tree.path(ino_b),
+                                        f"chunk {idx_b} overlaps the frame of inode {ino_a} chunk {idx_a} in "
+                                        f"{segment_name(seg)}: freeing one would destroy the other", False,
+                                        ino=ino_b))
+    return verified
+
+
+def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], problems: list[Problem],
+                     notes: list[str]) -> None:
+    """Namespace, leftovers of missing inodes, link counts, parents, totals, garbage records."""
+    inodes = tree.inodes
+    pending = {ino for ino, parent, _name in t.orphans() if not parent}
+    for ino, parent, name in t.orphans():
+        if ino not in inodes:
+            problems.append(Problem("orphan-record", f"<inode {ino}, missing>",
+                                    "orphan record of an inode that does not exist", True))
+    for db, what in (("symlinks", "symlink target"), ("xattrs", "xattrs")):
+        for ino in sorted(t.owners(db) - set(inodes)):
+            problems.append(Problem("leftover", f"<inode {ino}, missing>", f"{what} of an inode that does "
+                                    f"not exist", True))
+    reach = tree.reachable()
+    for ino in sorted(set(inodes) - reach):
+        inode = inodes[ino]
+        if ino in pending and inode.nlink == 0 and not tree.names.get(ino):
+            notes.append(f"inode {ino} was unlinked while open; the next mount reclaims it")
+            continue
+        problems.append(Problem("lost-inode", tree.path(ino), f"inode {ino} ({_kind(inode)}, "
+                                f"{inode.size} bytes) is not reachable from the root", True, ino=ino))
+    subdirs: dict[int, int] = {}
+    for (parent, _name), (child, kind) in tree.dirents.items():
+        if stat.S_ISDIR(kind):
+            subdirs[parent] = subdirs.get(parent, 0) + 1
+    for ino in sorted(reach & set(inodes)):
+        inode = inodes[ino]
+        if stat.S_ISDIR(inode.mode):
+            want = 2 + subdirs.get(ino, 0)
+            parent = ROOT_INO if ino == ROOT_INO else tree.names[ino][0][0]
+            if inode.parent != parent:
+                problems.append(Problem("dir-parent", tree.path(ino), f"parent pointer says {inode.parent}, "
+                                        f"its entry is in {parent}", True))
+        else:
+            want = len(tree.names.get(ino, ()))
+        if inode.nlink != want:
+            problems.append(Problem("nlink", tree.path(ino), f"link count {inode.nlink}, should be {want}",
+                                    True))
+    want_totals, garbage = _totals(t, tree, sizes)
+    records = t.garbage_by_segment()
+    # The total must equal its records; records that miss a crash's frames are a note below.
+    want_totals["garbage_bytes"] = sum(records.values())
+    have = t.counters()
+    for counter in sorted(set(want_totals) | {k for k in have if k != "next_ino"}):
+        if have.get(counter, 0) != want_totals.get(counter, 0):
+            problems.append(Problem("counter", counter, f"running total {have.get(counter, 0)}, recomputed "
+                                    f"{want_totals.get(counter, 0)}", True))
+    top = max(inodes, default=ROOT_INO)
+    if have.get("next_ino", 0) <= top:
+        problems.append(Problem("counter", "next_ino", f"next inode number {have.get('next_ino', 0)} is "
+                                f"not above the highest inode {top}", True))
+    for seg in sorted(set(records) | set(sizes)):
+        rec, real = records.get(seg, 0), garbage.get(seg)
+        if real is None:
+            problems.append(Problem("garbage-record", segment_name(seg), f"garbage record of {rec} bytes "
+                                    f"for a segment that does not exist", True))
+        elif rec < real:
+            notes.append(f"{segment_name(seg)}: {real - rec} bytes of frames no entry points at and no "
+                         f"garbage record knows (left by a crash between append and commit)")
+        elif rec > real:
+            # Worse than a wrong figure: a segment whose record covers it is deleted as dead.
+            problems.append(Problem("garbage-record", segment_name(seg), f"garbage record of {rec} bytes, "
+                                    f"but only {real} bytes of the segment are dead", True))
+
+
+def _kind(inode: Inode) -> str:
+    return "directory" if stat.S_ISDIR(inode.mode) else "file" if stat.S_ISREG(inode.mode) else \
+        "symlink" if stat.S_ISLNK(inode.mode) else "special file"
+
+
+# -- repair ---------------------------------------------------------------------------------------------
+
+def _repair(meta: MetaStore, sizes: dict[int, int], chunk_size: int) -> None:
+    """Fix everything fixable, in one write transaction, from the state inside it."""
+    with meta.write() as t:
+        tree = _tree(t, None)
+        inodes = tree.inodes
+        sound = set(tree.dirents)
+        for parent, name, _child, _kind in list(t.all_dirents()):
+            if (parent, name) not in sound:
+                t.del_dirent(parent, name)
+        for (parent, name), (child, kind) in tree.dirents.items():
+            t.put_dirent(parent, name, child, kind)  # rewrites a wrong file type, else the same
+        for ino in sorted({ino for ino, _i, _e, _f in t.all_chunks()} | t.owners("symlinks")
+                          | t.owners("xattrs")):
+            inode = inodes.get(ino)
+            if inode is None:
+                t.delete_inode(ino)  # everything it owned; frames become garbage
+            elif not stat.S_ISREG(inode.mode):
+                t.delete_chunks_from(ino, 0)
+            else:
+                first = -(-inode.size // chunk_size)
+                t.delete_chunks_from(ino, first)
+        for ino, _parent, _name in t.orphans():
+            if ino not in inodes:
+                t.del_orphan(ino)
+        _attach_lost(t, tree)
+        # Link counts and parent pointers from the repaired namespace.
+        tree = _tree(t, None)
+        subdirs: dict[int, int] = {}
+        for (parent, _name), (child, kind) in tree.dirents.items():
+            if stat.S_ISDIR(kind):
+                subdirs[parent] = subdirs.get(parent, 0) + 1
+        pending = {ino for ino, parent, _name in t.orphans() if not parent}
+        for ino, inode in tree.inodes.items():
+            if stat.S_ISDIR(inode.mode):
+                fixed = inode.evolve(nlink=2 + subdirs.get(ino, 0),
+                                     parent=ROOT_INO if ino == ROOT_INO else tree.names[ino][0][0])
+            elif ino in pending and not tree.names.get(ino):
+                continue
+            else:
+                fixed = inode.evolve(nlink=len(tree.names.get(ino, ())))
+            if fixed != inode:
+                t.put_inode(fixed)
+        tree = _tree(t, None)
+        want, garbage = _totals(t, tree, sizes)
+        for seg, rec in t.garbage_by_segment().items():
+            if seg not in sizes:
+                t.adjust_garbage(seg, -rec)
+        records = t.garbage_by_segment()
+        for seg, real in garbage.items():
+            t.adjust_garbage(seg, real - records.get(seg, 0))
+        have = t.counters()
+        for counter in set(want) | {k for k in have if k != "next_ino"}:
+            t.set_counter(counter, want.get(counter, 0))
+        top = max(tree.inodes, default=ROOT_INO)
+        if t.counter("next_ino") <= top:
+            t.set_counter("next_ino", top + 1)
+
+
+def _attach_lost(t: Txn, tree: _Tree) -> None:
+    """Give every inode no path reaches a name in /lost+found (e2fsck's way), until all are reached."""
+    pending = {ino for ino, parent, _name in t.orphans() if not parent}
+    lost_found: int | None = None
+    while True:
+        reach = tree.reachable()
+        lost = sorted(ino for ino in set(tree.inodes) - reach
+                      if not (ino in pending and tree.inodes[ino].nlink == 0 and not tree.names.get(ino)))
+        if not lost:
+            return
+        if lost_found is None:
+            lost_found = _lost_found(t, tree)
+        # Attach the inode that no other lost inode names first (the top of a lost subtree); in a
+        # directory cycle every one is named, so take the lowest.
+        named_by_lost = {ino for ino in lost if any(p in lost for p, _n in tree.names.get(ino, ()))}
+        ino = next((i for i in lost if i not in named_by_lost), lost[0])
+        inode = tree.inodes[ino]
+        if stat.S_ISDIR(inode.mode):
+            for parent, name in tree.names.get(ino, []):  # its one name is in the cycle
+                t.del_dirent(parent, name)
+                del tree.dirents[(parent, name)]
+            tree.names[ino] = []
+        name = f"#{ino}".encode()
+        t.put_dirent(lost_found, name, ino, inode.mode)
+        tree.dirents[(lost_found, name)] = (ino, stat.S_IFMT(inode.mode))
+        tree.names.setdefault(ino, []).append((lost_found, name))
+
+
+def _lost_found(t: Txn, tree: _Tree) -> int:
+    existing = tree.dirents.get((ROOT_INO, LOST_FOUND))
+    if existing is not None and stat.S_ISDIR(tree.inodes[existing[0]].mode):
+        return existing[0]
+    name = LOST_FOUND if existing is None else LOST_FOUND + b"." + str(time.time_ns()).encode()
+    ino = t.alloc_ino()
+    now = time.time_ns()
+    inode = Inode(ino, stat.S_IFDIR | 0o700, 0, 0, 2, 0, now, now, now, 0, ROOT_INO)
+    t.put_inode(inode)
+    t.put_dirent(ROOT_INO, name, ino, inode.mode)
+    tree.inodes[ino] = inode
+    tree.dirents[(ROOT_INO, name)] = (ino, stat.S_IFDIR)
+    tree.names[ino] = [(ROOT_INO, name)]
+    return ino
+
+
+# -- the command ----------------------------------------------------------------------------------------
+
+def fsck(store: Path, repair: bool = False, progress: Progress | None = None) -> FsckReport:
+    """Check the unmounted store (its lock is taken: a mounted store is refused with StoreError)."""
+    config = read_config(store)
+    lock = lock_store(store)
+    try:
+        segments = SegmentStore(store / "segments")
+        meta = MetaStore(store / "meta.lmdb", readonly=not repair, on_freed=segments.punch)
+        try:
+            return _run(store, meta, segments, CodecTable(), config.chunk_size, repair, progress)
+        finally:
+            meta.close()
+            segments.close()
+    finally:
+        lock.release()
+
+
+def _run(store: Path, meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,
+         repair: bool, progress: Progress | None) -> FsckReport:
+    report = FsckReport(str(store), repair=repair)
+    sizes = {seg: segments.size_of(seg) for seg in segments.segment_ids()}
+    with meta.read() as t:
+        tree = _tree(t, report.problems)
+        verified = _check_frames(t, tree, segments, sizes, table, chunk_size, report.problems, progress)
+        _check_structure(t, tree, sizes, report.problems, report.notes)
+        report.checked = {"inodes": len(tree.inodes), "dirents": t.entry_count("dirents"),
+                          "chunks": t.entry_count("chunks"), "frames_verified": verified,
+                          "segments": len(sizes)}
+    if not repair or not (any(p.fixable for p in report.problems) or report.notes):
+        return report
+    _repair(meta, sizes, chunk_size)
+    # What is left is what the repair could not fix: check again (frames are not read again: the
+    # repair changes no frame) and mark as repaired what no longer shows.
+    after: list[Problem] = []
+    with meta.read() as t:
+        tree = _tree(t, after)
+        _check_structure(t, tree, sizes, after, [])
+    left = {(p.kind, p.path, p.message) for p in after}
+    before = {(p.kind, p.path, p.message) for p in report.problems}
+    for p in report.problems:
+        p.repaired = p.fixable and (p.kind, p.path, p.message) not in left
+        if not p.repaired and p.ino is not None and p.ino in tree.inodes:
+            p.path = tree.path(p.ino)  # a lost file now has its /lost+found name
+    report.problems += [p for p in after if (p.kind, p.path, p.message) not in before]
+    return report
+
+
+def render(report: FsckReport) -> str:
+    lines = [f"fsck of {report.store}: " + ", ".join(f"{n} {k}" for k, n in report.checked.items())]
+    for p in report.problems:
+        state = "REPAIRED" if p.repaired else "DAMAGE  "
+        action = ""
+        if not p.repaired and p.kind in ("chunk-corrupt", "chunk-dangling"):
+            action = "  [kept: reads of these bytes give EIO; restore or overwrite them]"
+        elif not p.repaired and p.fixable:
+            action = "  [run with --repair to fix]" if not report.repair else "  [repair did not fix it]"
+        lines.append(f"{state} {p.kind:<22} {p.path}: {p.message}{action}")
+    for note in report.notes:
+        lines.append(f"note     {note}" + ("  [accounted]" if report.repair else ""))
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(report.counts().items()))
+    if not report.problems:
+        lines.append("clean: no damage found")
+    else:
+        repaired = sum(p.repaired for p in report.problems)
+        lines.append(f"{len(report.problems)} problems ({counts}): {repaired} repaired, "
+                     f"{len(report.remaining)} remain")
+    return "\n".join(lines)

@@ -68,7 +68,10 @@ BLOB_MODEL = 2
 # for 1, 0.43 ms for 3, 0.69 ms for 6).
 INLINE_SEGMENT = 0
 COUNTERS = ("next_ino", "files", "logical_bytes", "stored_bytes", "garbage_bytes", "chunks",
-            "hot_chunks", "cold_chunks", "cooled_chunks", "cooled_bytes_saved", "promoted_chunks")
+            "hot_chunks", "cold_chunks", "cooled_chunks", "cooled_bytes_saved", "promoted_chunks", "open")
+# Counters that record history or state rather than a total of what is stored: fsck cannot recompute
+# them from the store. ``open`` is 1 while a volume is open: still 1 at the next open means a crash.
+HISTORY_COUNTERS = frozenset({"next_ino", "cooled_chunks", "cooled_bytes_saved", "promoted_chunks", "open"})
 # Virtual address space reserved for the LMDB map; the file only grows as pages are used. 256 GiB of
 # metadata is ~4 billion chunk entries, far beyond any store this design targets.
 MAP_SIZE = 256 << 30

@@ -102,6 +102,7 @@ class Volume:
         self._ns_lock = threading.RLock()
         # Inode numbers are reserved from LMDB in blocks, so a deferred create needs no commit.
         self._ino_next = self._ino_limit = 0
+        self._account_crash_leftovers()
         self._purge_orphans()
 
     # -- paths --------------------------------------------------------------------------------------
@@ -681,7 +682,29 @@ class Volume:
                     self._drop_link(t, inode, now)
         self._reclaim()
 
+    def _account_crash_leftovers(self) -> None:
+        """After an unclean shutdown (the ``open`` mark is still set), frames that were appended but
+        never committed (a kill -9 between a writer's or the cooler's append and its commit) are
+        garbage no record knows: recount each segment's garbage as its size minus its live frames.
+        One scan of the chunk map, only after a crash."""
+        with self.meta.write() as t:
+            crashed = t.counter("open") > 0
+            if not crashed:
+                t.bump("open", 1)
+                return
+            live: dict[int, int] = {}
+            for _ino, _index, entry, _inline in t.all_chunks():
+                if entry.segment != INLINE_SEGMENT:
+                    live[entry.segment] = live.get(entry.segment, 0) + entry.frame_len
+            records = t.garbage_by_segment()
+            for seg in self.chunks.segments.segment_ids():
+                dead = max(0, self.chunks.segments.size_of(seg) - live.get(seg, 0))
+                t.adjust_garbage(seg, dead - records.get(seg, 0))
+        log.info("the volume was not closed cleanly: garbage recounted from the chunk map")
+
     def close(self) -> None:
         with self._ns_lock:
             self.flush_all()
             self._creating.clear()
+        with self.meta.write() as t:
+            t.bump("open", -t.counter("open"))

@@ -35,14 +35,7 @@ from typing import Any
 from thermofs.codecs import CodecTable
 from thermofs.fs.chunkstore import check_lengths, verify_frame
 from thermofs.fs.errors import CorruptChunk
-from thermofs.fs.meta import (
-    COUNTERS,
-    INLINE_SEGMENT,
-    ROOT_INO,
-    Inode,
-    MetaStore,
-    Txn,
-)
+from thermofs.fs.meta import COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, Inode, MetaStore, Txn
 from thermofs.fs.segments import SegmentStore, segment_name
 from thermofs.fs.store import read_config
 from thermofs.tools.offline import lock_store
@@ -180,7 +173,7 @@ def _tree(t: Txn, problems: list[Problem] | None) -> _Tree:
 
 def _totals(t: Txn, tree: _Tree, sizes: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
     """(every running total as it must be, true garbage bytes per existing segment)."""
-    want: dict[str, int] = {name: 0 for name in COUNTERS if name != "next_ino"}
+    want: dict[str, int] = {name: 0 for name in COUNTERS if name not in HISTORY_COUNTERS}
     live: dict[int, int] = {}
     for _ino, _index, e, _inline in t.all_chunks():
         want["chunks"] += 1
@@ -313,7 +306,7 @@ def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], problems: list[
     # The total must equal its records; records that miss a crash's frames are a note below.
     want_totals["garbage_bytes"] = sum(records.values())
     have = t.counters()
-    for counter in sorted(set(want_totals) | {k for k in have if k != "next_ino"}):
+    for counter in sorted(set(want_totals) | {k for k in have if k not in HISTORY_COUNTERS}):
         if have.get(counter, 0) != want_totals.get(counter, 0):
             problems.append(Problem("counter", counter, f"running total {have.get(counter, 0)}, recomputed "
                                     f"{want_totals.get(counter, 0)}", True))
@@ -393,7 +386,7 @@ def _repair(meta: MetaStore, sizes: dict[int, int], chunk_size: int) -> None:
         for seg, real in garbage.items():
             t.adjust_garbage(seg, real - records.get(seg, 0))
         have = t.counters()
-        for counter in set(want) | {k for k in have if k != "next_ino"}:
+        for counter in set(want) | {k for k in have if k not in HISTORY_COUNTERS}:
             t.set_counter(counter, want.get(counter, 0))
         top = max(tree.inodes, default=ROOT_INO)
         if t.counter("next_ino") <= top:

@@ -36,6 +36,9 @@ SCAN_SLICE = 1024  # chunk entries per read transaction while scanning
 BATCH = 32  # chunks per recompress() call: one sync and one commit per 2 MiB of 64 KiB chunks
 IDLE_SECONDS = 0.2
 MAX_DEFER_SECONDS = 2.0
+# Under constant foreground I/O the cooler recompresses this many chunks per MAX_DEFER_SECONDS
+# (~50 ms of zstd -19 on one core): cooling still progresses, the foreground keeps the CPU.
+BUSY_BATCH = 4
 # Background budget, raw bytes per second: zstd -19 encodes 64 KiB chunks at ~5-10 MB/s on one core
 # here, so the budget is not what limits it; it bounds a faster cold codec's share of the disk.
 DEFAULT_BUDGET = 32 << 20
@@ -120,16 +123,14 @@ class Cooler:
                         break
                     pos = (rows[-1][0], rows[-1][1] + 1)
                     s.scanned += len(rows)
-                    while len(cold) >= BATCH:
-                        self._run(cold[:BATCH], self._cold, 1, throttle, stop)
-                        del cold[:BATCH]
-                    if warm:
-                        self._run(warm, self._hot, 0, throttle, stop)
-                        warm.clear()
+                    while len(cold) >= BATCH and not (stop is not None and stop.is_set()):
+                        del cold[:self._run(cold[:BATCH], self._cold, 1, throttle, stop)]
+                    while warm and not (stop is not None and stop.is_set()):
+                        del warm[:self._run(warm[:BATCH], self._hot, 0, throttle, stop)]
                     if progress is not None:
                         progress(s.scanned, max(s.total, s.scanned))
-                if cold and not (stop is not None and stop.is_set()):
-                    self._run(cold, self._cold, 1, throttle, stop)
+                while cold and not (stop is not None and stop.is_set()):
+                    del cold[:self._run(cold[:BATCH], self._cold, 1, throttle, stop)]
             finally:
                 s.state = "idle"
                 s.passes += 1
@@ -140,9 +141,11 @@ class Cooler:
                                    for k, v in asdict(s).items()})
 
     def _run(self, batch: list[tuple[int, int, ChunkEntry]], spec: CodecSpec, tier: int, throttle: bool,
-             stop: threading.Event | None) -> None:
-        if throttle:
-            self._yield_to_foreground(stop)
+             stop: threading.Event | None) -> int:
+        """Recompress a batch (a few chunks only while the foreground stays busy); returns how many
+        chunks of ``batch`` were handled."""
+        if throttle and not self._yield_to_foreground(stop):
+            batch = batch[:BUSY_BATCH]
         started = time.monotonic()
         done = self._volume.recompress(batch, spec, tier)
         s = self.status
@@ -159,12 +162,17 @@ class Cooler:
             pause = raw / self._budget - (time.monotonic() - started)
             if pause > 0 and stop is not None:
                 stop.wait(pause)
+        return len(batch)
 
-    def _yield_to_foreground(self, stop: threading.Event | None) -> None:
+    def _yield_to_foreground(self, stop: threading.Event | None) -> bool:
+        """Wait until the foreground has been idle for IDLE_SECONDS, at most MAX_DEFER_SECONDS;
+        False if it is still busy."""
         deadline = time.monotonic() + MAX_DEFER_SECONDS
-        while (self._tracker.now() - self._tracker.last_access < IDLE_SECONDS
-               and time.monotonic() < deadline and not (stop is not None and stop.is_set())):
+        while self._tracker.now() - self._tracker.last_access < IDLE_SECONDS:
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                return False
             time.sleep(IDLE_SECONDS / 4)
+        return True
 
     # -- the background thread ------------------------------------------------------------------------
     def start(self) -> None:

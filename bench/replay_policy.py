@@ -178,6 +178,33 @@ def render(rows: list[dict[str, float | str]]) -> str:
     return "\n".join(lines)
 
 
+def draw(rows: list[dict[str, float | str]], sweep_rows: list[dict[str, float | str]], png: Path,
+         window: float) -> None:
+    """False-cold rate against space saving: the policy's parameter grid and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    xs = [100 * float(r["space_saving_vs_cool_all"]) for r in sweep_rows]
+    ys = [100 * float(r["false_cold_rate"]) for r in sweep_rows]
+    ax.scatter(xs, ys, s=18, color="0.6", label="thermofs policy, parameter grid (--sweep)")
+    for r, marker in zip(rows, "osD*"):
+        ax.scatter([100 * float(r["space_saving_vs_cool_all"])], [100 * float(r["false_cold_rate"])], s=90,
+                   marker=marker, label=str(r["policy"]))
+    ax.axhline(5, color="red", lw=0.8, ls="--")
+    ax.axvline(80, color="red", lw=0.8, ls="--")
+    ax.text(81, 5.5, "goal: right of 80%, below 5%", color="red", fontsize=8)
+    ax.set_xlabel("space saving, % of cool-everything's (time-averaged)")
+    ax.set_ylabel(f"false-cold rate, % (read within {window / 60:g} min of recompression)")
+    ax.set_title("Hot/cold policy on the CloudPhysics trace (bench/replay_policy.py)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trace", type=Path, default=SHARED / "traces" / "cloudPhysicsIO.csv")
@@ -200,6 +227,8 @@ def main() -> None:
         print("\nsweep:")
         print(render(result["sweep"]))
     (OUT / "replay_policy.json").write_text(json.dumps(result, indent=1))
+    if args.sweep:
+        draw(rows, result["sweep"], OUT / "replay_policy.png", window)
     assert all(math.isfinite(float(r["false_cold_rate"])) for r in rows)
 
 

@@ -24,7 +24,7 @@ DICT_SIZE = 112 << 10
 # Kinds that get a dictionary. Floats are left to byte planes: their mantissas repeat nothing.
 DICT_KINDS = (TEXT, BINARY)
 # Training needs material: below this many sample bytes of a kind a dictionary would learn noise.
-MIN_TRAIN_BYTES = 8 * DICT_SIZE
+MIN_TRAIN_BYTES = 4 * DICT_SIZE
 # A dictionary is kept only if it saves at least this share on the held-out samples of its kind.
 MIN_DICT_GAIN = 0.02
 # Level for the gain check (the cold path's level).

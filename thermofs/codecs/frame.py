@@ -6,13 +6,25 @@ Layout (big-endian), 28-byte header then payload::
     0      2    magic b"TF"
     2      1    frame format version (FRAME_VERSION)
     3      1    codec id (codec table, on-disk stable)
-    4      4    codec parameter (zstd: level + 1000; later: dictionary or model id)
+    4      4    codec parameter, packed per codec (below)
     8      4    raw length (bytes the payload decodes to; <= the volume's chunk size)
     12     4    payload length
     16     8    xxh3-64 of the raw bytes
     24     4    xxh32 of header bytes 0..23, so a damaged length is caught before it is used
 
+Codec ids (table.py; on-disk, never renumbered) and how each packs its u32 parameter:
+
+    0 raw     0
+    1 zstd    level + 1000 (levels -7..22 stay unsigned)
+    2 dict    bits 0-7 zstd level, bits 8-31 dictionary id (Resources; unknown id -> CorruptFrame)
+    3 planes  bits 0-7 zstd level of the planes, 8-11 float width in bytes (2, 4), 12-15 phase
+    4 learned bits 8-31 model id (Resources); bits 0-7 the learned codec's own
+    5 brotli  bits 0-7 quality
+
 A frame can be decoded and verified without the chunk map, so segments can be scanned (fsck, compact).
+Decoding checks the header (magic, version, its own xxh32), bounds raw and payload lengths by the
+chunk size before any allocation, lets the codec decode into at most raw_len bytes, and checks the
+xxh3 of the result: it returns verified bytes or raises CorruptFrame.
 """
 
 from __future__ import annotations
@@ -23,7 +35,9 @@ from dataclasses import dataclass
 import xxhash
 
 from thermofs.codecs.errors import CorruptFrame
-from thermofs.codecs.table import CodecSpec, CodecTable, RawCodec
+from thermofs.codecs.base import Codec, RawCodec
+from thermofs.codecs.probe import analyse
+from thermofs.codecs.table import CodecSpec, CodecTable
 
 MAGIC = b"TF"
 FRAME_VERSION = 1
@@ -37,6 +51,9 @@ MIN_SAVING_DIVISOR = 8
 # without paying a full compression (random data, already-compressed media and archives).
 PROBE_BYTES = 4096
 PROBE_MIN_SAVING_DIVISOR = 16
+# The cold path (``best``) keeps a frame that saves at least 1/32: cold chunks are read rarely, so the
+# decode cost weighs less than the space (fp32 weights save 1/8 to 1/5 with byte planes).
+COLD_MIN_SAVING_DIVISOR = 32
 
 
 @dataclass(frozen=True)
@@ -72,26 +89,54 @@ def encode_parts(raw: Buffer, spec: CodecSpec) -> tuple[bytes, Buffer, FrameInfo
     """Like encode_frame, but header and payload apart, so a writer can hand both to writev()
     without copying the payload (a raw frame's payload is ``raw`` itself)."""
     digest = checksum(raw)
-    codec, param = spec.codec, spec.param
-    payload: bytes | None = None
-    if codec.ID != RawCodec.ID and len(raw):
-        worth_trying = True
-        if spec.probe and len(raw) > 2 * PROBE_BYTES:
-            mid = len(raw) // 2
-            sample = raw[mid:mid + PROBE_BYTES]
-            probe = codec.compress(sample, param)
-            worth_trying = len(probe) <= len(sample) - len(sample) // PROBE_MIN_SAVING_DIVISOR
-        if worth_trying:
-            packed = codec.compress(raw, param)
-            if len(packed) <= len(raw) - len(raw) // MIN_SAVING_DIVISOR:
-                payload = packed
-    body: Buffer
-    if payload is None:
-        codec_id, param, body = RawCodec.ID, 0, raw
+    if spec.best:
+        codec_id, param, body = _best(raw, spec)
     else:
-        codec_id, body = codec.ID, payload
+        codec_id, param, body = _single(raw, spec)
     header = _pack(codec_id, param, len(raw), len(body), digest)
     return header, body, FrameInfo(codec_id, param, len(raw), digest, HEADER_SIZE + len(body))
+
+
+def _single(raw: Buffer, spec: CodecSpec) -> tuple[int, int, Buffer]:
+    if spec.codec.ID == RawCodec.ID or not len(raw):
+        return RawCodec.ID, 0, raw
+    codec, param = spec.codec.resolve(raw, spec.param)
+    if spec.probe and len(raw) > 2 * PROBE_BYTES:
+        mid = len(raw) // 2
+        sample = raw[mid:mid + PROBE_BYTES]
+        probe = codec.compress(sample, param)
+        if len(probe) > len(sample) - len(sample) // PROBE_MIN_SAVING_DIVISOR:
+            return RawCodec.ID, 0, raw
+    packed = codec.compress(raw, param)
+    if len(packed) <= len(raw) - len(raw) // MIN_SAVING_DIVISOR:
+        return codec.ID, param, packed
+    return RawCodec.ID, 0, raw
+
+
+def _best(raw: Buffer, spec: CodecSpec) -> tuple[int, int, Buffer]:
+    """Every candidate the table's codecs offer for this chunk; the smallest verified payload wins."""
+    if not len(raw):
+        return RawCodec.ID, 0, raw
+    probe = analyse(raw)
+    limit = len(raw) - len(raw) // COLD_MIN_SAVING_DIVISOR
+    tried: list[tuple[int, int, int, Codec]] = []  # (size, order, param, codec)
+    payloads: list[bytes] = []
+    for codec in spec.candidates:
+        for param in codec.cold_params(raw, probe):
+            packed = codec.compress(raw, param)
+            if len(packed) <= limit:
+                tried.append((len(packed), len(payloads), param, codec))
+                payloads.append(packed)
+    # A cooled chunk replaces the hot one: check the winner decodes to the same bytes before it is
+    # kept (one decode, cheap next to the encodes), and fall back to the next one if it does not.
+    want = checksum(raw)
+    for _size, order, param, codec in sorted(tried, key=lambda t: t[:2]):
+        try:
+            if checksum(codec.decompress(payloads[order], len(raw), param)) == want:
+                return codec.ID, param, payloads[order]
+        except CorruptFrame:
+            pass
+    return RawCodec.ID, 0, raw
 
 
 def parse_header(head: bytes, max_raw: int) -> FrameInfo:

@@ -1,120 +1,52 @@
-"""The codec table: one base class, one stable numeric ID and name per codec, one table.
+"""The codec table: one stable numeric ID and name per codec, one table, one spec parser.
 
-The IDs are on-disk format (they are written into every frame header): never reuse or renumber one.
-Spec strings (``raw``, ``zstd:3``, ``auto``) are parsed against this same table.
+The IDs are on-disk format (they are written into every frame header and the chunk map): never reuse
+or renumber one. Spec strings are parsed against this same table:
+
+    raw            store as is
+    zstd[:LEVEL]   zstd, LEVEL -7..-1 or 1..22 (default 1)
+    dict[:LEVEL]   zstd with the volume's current dictionary for the chunk's kind (default level 19;
+                   zstd at that level while no dictionary exists)
+    planes[:LEVEL] byte planes of float tensors, planes coded by zstd (default level 19)
+    brotli[:Q]     brotli, quality 0..11 (default 11)
+    learned        the learned codec (when its module is in the table)
+    auto           the hot path: zstd level 1 behind a compressibility probe (incompressible -> raw)
+    best           the cold path: every codec's candidates for the chunk, smallest frame wins
+
+``auto`` and ``best`` are specs, not codecs: a frame records the codec that actually won.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import ClassVar
 
-import zstandard
-
+from thermofs.codecs.base import Codec, RawCodec, ZstdCodec
+from thermofs.codecs.brotlicodec import BrotliCodec
+from thermofs.codecs.dictionary import DictCodec
 from thermofs.codecs.errors import BadSpec, CorruptFrame
+from thermofs.codecs.planes import PlanesCodec
+from thermofs.codecs.resources import Resources
 
+__all__ = ["Codec", "CodecSpec", "CodecTable", "RawCodec", "ZstdCodec"]
 
-class Codec:
-    """A chunk codec. ``param`` is the codec's parameter as stored in the frame (a level, an id)."""
-
-    ID: ClassVar[int]
-    name: ClassVar[str]
-    default_param: ClassVar[int] = 0
-
-    def check_param(self, param: int) -> None:
-        """Raise BadSpec when ``param`` is not valid for this codec."""
-        if param != 0:
-            raise BadSpec(f"codec {self.name!r} takes no parameter")
-
-    def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
-        raise NotImplementedError
-
-    def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
-        """Return exactly ``raw_len`` bytes or raise CorruptFrame; never allocate more than raw_len."""
-        raise NotImplementedError
-
-
-class RawCodec(Codec):
-    ID = 0
-    name = "raw"
-
-    def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
-        return bytes(data)
-
-    def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
-        if len(payload) != raw_len:
-            raise CorruptFrame(f"raw frame holds {len(payload)} bytes, header says {raw_len}")
-        return bytes(payload)
-
-
-class ZstdCodec(Codec):
-    ID = 1
-    name = "zstd"
-    default_param = 1
-    # zstd's negative ("fast") levels are stored with an offset so the frame field stays unsigned.
-    PARAM_OFFSET: ClassVar[int] = 1000
-
-    def __init__(self) -> None:
-        # zstandard contexts are not thread-safe; FUSE calls us from many threads. One context per
-        # (thread, level) avoids re-allocating the compressor's tables on every 64 KiB chunk.
-        self._local = threading.local()
-
-    @classmethod
-    def level_of(cls, param: int) -> int:
-        return param - cls.PARAM_OFFSET
-
-    @classmethod
-    def param_of(cls, level: int) -> int:
-        return level + cls.PARAM_OFFSET
-
-    def check_param(self, param: int) -> None:
-        level = self.level_of(param)
-        if not (-7 <= level <= 22) or level == 0:
-            raise BadSpec(f"zstd level must be in -7..-1 or 1..22, not {level}")
-
-    def _compressor(self, level: int) -> zstandard.ZstdCompressor:
-        cache: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "c", None)
-        if cache is None:
-            cache = self._local.c = {}
-        comp = cache.get(level)
-        if comp is None:
-            comp = cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=False,
-                                                           write_content_size=True)
-        return comp
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        d = getattr(self._local, "d", None)
-        if d is None:
-            d = self._local.d = zstandard.ZstdDecompressor()
-        return d
-
-    def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
-        return self._compressor(self.level_of(param)).compress(data)
-
-    def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
-        try:
-            # zstandard allocates what the zstd header's content size says, whatever
-            # max_output_size is: check it against the verified raw length before decoding.
-            content = zstandard.frame_content_size(payload)
-            if content != raw_len:
-                raise CorruptFrame(f"zstd content size {content} does not match raw length {raw_len}")
-            out = self._decompressor().decompress(payload, max_output_size=raw_len)
-        except zstandard.ZstdError as e:
-            raise CorruptFrame(f"zstd: {e}") from e
-        if len(out) != raw_len:
-            raise CorruptFrame(f"zstd frame decoded to {len(out)} bytes, header says {raw_len}")
-        return out
+# Every codec of the table; a new codec (the learned one: ID 4) joins by one line here.
+CODECS: list[type[Codec]] = [RawCodec, ZstdCodec, DictCodec, PlanesCodec, BrotliCodec]
+SPECS = ("auto", "best")
 
 
 class CodecTable:
-    """The codec table: built once per volume (codecs may hold per-thread state)."""
+    """The codec table: built once per volume (codecs hold per-thread state and the volume's
+    dictionaries and models, ``resources``)."""
 
-    def __init__(self) -> None:
-        codecs: list[Codec] = [RawCodec(), ZstdCodec()]
+    def __init__(self, resources: Resources | None = None,
+                 extra: list[type[Codec]] | None = None) -> None:
+        self.resources = resources if resources is not None else Resources()
+        codecs = [cls(self.resources) for cls in [*CODECS, *(extra or [])]]
+        self.codecs: tuple[Codec, ...] = tuple(codecs)
         self.by_id: dict[int, Codec] = {c.ID: c for c in codecs}
         self.by_name: dict[str, Codec] = {c.name: c for c in codecs}
         assert len(self.by_id) == len(self.by_name) == len(codecs), "duplicate codec id or name"
+        assert not set(SPECS) & set(self.by_name), "a codec named like a spec"
 
     def get(self, codec_id: int) -> Codec:
         try:
@@ -123,40 +55,46 @@ class CodecTable:
             raise CorruptFrame(f"unknown codec id {codec_id}") from None
 
     def parse(self, spec: str) -> CodecSpec:
-        """Parse ``name[:param]``; ``auto`` is the fast hot codec with a compressibility probe."""
+        """Parse a spec string (see the module doc); BadSpec with the known names on a mistake."""
         text = spec.strip().lower()
+        zstd = self.by_name["zstd"]
         if text == "auto":
-            return CodecSpec(self.by_name["zstd"], ZstdCodec.param_of(1), probe=True)
+            return CodecSpec(zstd, ZstdCodec.param_of(1), probe=True)
+        if text == "best":
+            return CodecSpec(zstd, ZstdCodec.param_of(19), probe=False, candidates=self.codecs)
         name, _, arg = text.partition(":")
         codec = self.by_name.get(name)
         if codec is None:
-            known = ", ".join(sorted([*self.by_name, "auto"]))
+            if name in SPECS:
+                raise BadSpec(f"{name!r} takes no parameter (got {spec!r})")
+            known = ", ".join([*self.by_name, *SPECS])
             raise BadSpec(f"unknown codec {name!r} in spec {spec!r} (known: {known})")
-        if isinstance(codec, ZstdCodec):
-            try:
-                level = int(arg) if arg else 1
-            except ValueError:
-                raise BadSpec(f"zstd level must be an integer, not {arg!r}") from None
-            param = ZstdCodec.param_of(level)
-        elif arg:
-            raise BadSpec(f"codec {name!r} takes no parameter (got {spec!r})")
-        else:
-            param = codec.default_param
+        if ":" in arg:
+            raise BadSpec(f"codec {name!r} takes one parameter (got {spec!r})")
+        if arg == "" and ":" in text:
+            raise BadSpec(f"empty parameter in spec {spec!r}")
+        param = codec.parse_arg(arg)
         codec.check_param(param)
         return CodecSpec(codec, param, probe=False)
 
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """A parsed spec: which codec, its stored parameter, and whether to probe compressibility first."""
+    """A parsed spec: which codec and its stored parameter, whether to probe compressibility first
+    (``auto``), and for ``best`` the codecs whose candidates are tried."""
 
     codec: Codec
     param: int
     probe: bool
+    candidates: tuple[Codec, ...] = ()
+
+    @property
+    def best(self) -> bool:
+        return bool(self.candidates)
 
     def __str__(self) -> str:
         if self.probe:
             return "auto"
-        if isinstance(self.codec, ZstdCodec):
-            return f"zstd:{ZstdCodec.level_of(self.param)}"
-        return self.codec.name
+        if self.best:
+            return "best"
+        return self.codec.spec_str(self.param)

@@ -137,3 +137,22 @@ def test_kill_9_during_cooling_loses_nothing(make_mount: Callable[..., Mount]) -
     m.remount()
     for name, data in files.items():
         assert (m.mountpoint / name).read_bytes() == data, name
+
+
+def test_train_dictionaries_mounted_and_offline(make_mount: Callable[..., Mount]) -> None:
+    m = make_mount(options="nocool")
+    copy_corpora(m.mountpoint)
+    r = run("train", m.mountpoint, "--no-model", "--json")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["samples"] > 0 and first["dictionaries"], first
+    m.stop()
+    r = run("train", m.store, "--no-model", "--json")
+    assert r.returncode == 0, r.stderr
+    second = json.loads(r.stdout)
+    # new ids: the first dictionaries stay for the frames that name them
+    assert min(d["id"] for d in second["dictionaries"]) > max(d["id"] for d in first["dictionaries"])
+    r = run("train", m.store / "nope")
+    assert r.returncode != 0 and "no such store" in r.stderr
+    m.start()
+    same_tree(SHARED / "corpora", m.mountpoint / "corpora")

@@ -211,5 +211,34 @@ def cool_cmd(target: Path, now: bool, older_than: str | None, as_json: bool) -> 
                    f"rewritten meanwhile, {report['damaged']} damaged)")
 
 
+@main.command("train")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--budget", default="60s", show_default=True,
+              help="Time budget for training the learned model (90s, 5m, ...).")
+@click.option("--no-model", is_flag=True, help="Train the zstd dictionaries only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def train_cmd(target: Path, budget: str, no_model: bool, as_json: bool) -> None:
+    """Train zstd dictionaries and the learned codec's model on samples of the volume at TARGET (a store
+    or a mountpoint). They are stored in the volume under new ids: new cold frames use them, frames
+    made before keep decoding with the ones they name."""
+    from thermofs.policy.temperature import parse_age
+    from thermofs.tools.admin import train
+
+    try:
+        report = train(target, parse_age(budget), model=not no_model)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (FsError, CodecError, ValueError, OSError) as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        dicts = ", ".join(f"{d['kind']} (id {d['id']}, {d['bytes']} bytes)" for d in report["dictionaries"])
+        click.echo(f"sampled {report['samples']} chunks ({report['sample_bytes']} bytes); "
+                   f"dictionaries: {dicts or 'none worth keeping'}; "
+                   + (f"model id {report['model_id']} ({report['model_bytes']} bytes)" if report["model_id"]
+                      else "no model trained"))
+
+
 if __name__ == "__main__":
     main()

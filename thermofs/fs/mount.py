@@ -14,7 +14,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from thermofs.codecs import CodecTable
+from thermofs.codecs import CodecSpec, CodecTable
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.control import ControlServer, Handler, Send
@@ -26,6 +26,7 @@ from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
 from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL, SLOW_DECODERS, Cooler
 from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
 from thermofs.policy.tracker import Tracker
+from thermofs.policy.training import ModelTrainer, Trainer, load_resources
 
 log = logging.getLogger("thermofs.mount")
 
@@ -92,6 +93,7 @@ class Parts:
     volume: Volume
     tracker: Tracker
     cooler: Cooler
+    trainer: Trainer
 
     def close(self) -> None:
         self.cooler.stop()
@@ -108,9 +110,10 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     ``clock`` drives the policy (a simulated one in tests and replays)."""
     options = options or MountOptions(cache_bytes, dirty_bytes)
     config = read_config(store)
-    table = CodecTable()
     segments = SegmentStore(store / "segments")
     meta = MetaStore(store / "meta.lmdb", on_freed=segments.punch)
+    resources = load_resources(meta)
+    table = CodecTable(resources)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="encode")
     hot = table.parse(config.hot_codec)
     chunks = ChunkStore(segments, table, hot, config.chunk_size)
@@ -118,9 +121,11 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     tracker = Tracker(meta, params, clock)
     volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker)
     slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
-    cooler = Cooler(volume, meta, tracker, table.parse(config.cold_codec), hot, slow, options.cool_budget,
-                    options.cool_interval)
-    return Parts(config, meta, segments, pool, volume, tracker, cooler)
+    trainer = Trainer(meta, chunks, resources, model_trainer(table))
+    cold = table.parse(config.cold_codec)
+    cooler = Cooler(volume, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,
+                    prepare=trainer.ensure_dictionaries if uses_dictionaries(cold) else None)
+    return Parts(config, meta, segments, pool, volume, tracker, cooler, trainer)
 
 
 def daemon_handlers(parts: Parts) -> dict[str, Handler]:
@@ -161,7 +166,27 @@ def daemon_handlers(parts: Parts) -> dict[str, Handler]:
                                float(args.get("min_garbage", 0.25)))
         return asdict(report)
 
-    return {"stats": live, "cool": cool, "compact": compact}
+    def train(args: dict[str, Any], send: Send) -> dict[str, Any]:
+        report = parts.trainer.train(float(args.get("budget", 60.0)),
+                                     lambda f: send({"done": int(1000 * f), "total": 1000}),
+                                     model=bool(args.get("model", True)))
+        return asdict(report)
+
+    return {"stats": live, "cool": cool, "compact": compact, "train": train}
+
+
+def uses_dictionaries(spec: CodecSpec) -> bool:
+    """Does this cold spec encode with the volume's trained dictionaries?"""
+    return str(spec).split(":")[0] in ("dict", "best")
+
+
+def model_trainer(table: CodecTable) -> ModelTrainer | None:
+    """The learned codec's trainer, if the table has that codec."""
+    if "learned" not in table.by_name:
+        return None
+    from thermofs.codecs.learned.train import train_model  # torch: imported only to train
+
+    return train_model
 
 
 def statfs_of(store: Path, volume: Volume) -> dict[str, int]:

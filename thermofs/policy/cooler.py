@@ -71,7 +71,9 @@ Progress = Callable[[int, int], None]
 class Cooler:
     def __init__(self, volume: Volume, meta: MetaStore, tracker: Tracker, cold: CodecSpec, hot: CodecSpec,
                  promote_ids: frozenset[int], budget: float = DEFAULT_BUDGET,
-                 interval: float = DEFAULT_INTERVAL) -> None:
+                 interval: float = DEFAULT_INTERVAL, prepare: Callable[[], object] | None = None) -> None:
+        """``prepare`` runs before each pass (training the first dictionaries of a volume whose cold
+        spec uses them)."""
         self._volume = volume
         self._meta = meta
         self._tracker = tracker
@@ -80,6 +82,7 @@ class Cooler:
         self._promote_ids = promote_ids
         self._budget = budget
         self._interval = interval
+        self._prepare = prepare
         self.status = CoolerStatus()
         self._stop = threading.Event()
         self._pass_lock = threading.Lock()  # one pass at a time (background or forced)
@@ -92,6 +95,8 @@ class Cooler:
         many seconds is cooled, whatever its count. Returns this pass's figures."""
         with self._pass_lock:
             self._tracker.flush()
+            if self._prepare is not None:
+                self._prepare()
             before = CoolerStatus(**asdict(self.status))
             s = self.status
             s.state, s.scanned, s.queue = "scanning", 0, 0

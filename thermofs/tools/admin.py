@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,16 @@ def compact(path: Path, min_garbage: float, stop: threading.Event) -> CompactRep
             chunks = parts.volume.chunks
             return compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size, bar, stop,
                                  min_garbage)
+
+
+def train(path: Path, budget: float, model: bool) -> dict[str, Any]:
+    """``thermofs train``: dictionaries (and a learned model) from the volume's own chunks."""
+    target = target_of(path)
+    with progress_bar("training", "‰") as bar:
+        if target.mounted:
+            result: dict[str, Any] = call(target.store, "train", {"budget": budget, "model": model},
+                                          on_progress=lambda p: bar(p["done"], p["total"]))
+            return result
+        with offline(target.store) as parts:
+            report = parts.trainer.train(budget, lambda f: bar(int(1000 * f), 1000), model=model)
+            return asdict(report)

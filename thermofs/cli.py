@@ -7,7 +7,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -28,9 +30,23 @@ class SizeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+T = TypeVar("T")
+
+
 def _fail(e: Exception) -> None:
     click.echo(f"thermofs: error: {e}", err=True)
     sys.exit(1)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run an admin action: a clear message and exit 1 on a domain error, 130 on Ctrl-C."""
+    try:
+        return action()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (FsError, CodecError, ValueError, OSError) as e:
+        _fail(e)
+        raise  # not reached: _fail exits
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -196,13 +212,8 @@ def cool_cmd(target: Path, now: bool, older_than: str | None, as_json: bool) -> 
     from thermofs.policy.temperature import parse_age
     from thermofs.tools.admin import cool
 
-    try:
-        age = parse_age(older_than) if older_than is not None else (0.0 if now else None)
-        report = cool(target, age, throttle=not now, show_progress=not as_json)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (FsError, CodecError, ValueError, OSError) as e:
-        _fail(e)
+    age = _run(lambda: parse_age(older_than) if older_than is not None else (0.0 if now else None))
+    report = _run(lambda: cool(target, age, throttle=not now, show_progress=not as_json))
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -224,12 +235,7 @@ def train_cmd(target: Path, budget: str, no_model: bool, as_json: bool) -> None:
     from thermofs.policy.temperature import parse_age
     from thermofs.tools.admin import train
 
-    try:
-        report = train(target, parse_age(budget), model=not no_model)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (FsError, CodecError, ValueError, OSError) as e:
-        _fail(e)
+    report = _run(lambda: train(target, parse_age(budget), model=not no_model))
     if as_json:
         click.echo(json.dumps(report))
     else:

@@ -49,7 +49,7 @@ def encode_with(model: Model, data: bytes | bytearray | memoryview, workspace: W
     work, ht = workspace.get(model)
     out = np.empty(n + 64, np.uint8)
     size = K.run(K.ENCODE, buf, n, out[:0], out, work.t1, work.th, work.mw, work.a1, work.a2, work.msm,
-                 ht, work.lr, np.zeros((0, K.N_INPUTS + 2), np.int32), 1)
+                 ht, work.lr, K.no_log(), 1)
     if size < 0:  # the code would be larger than the data: store it (the frame layer keeps raw anyway)
         return bytes([STORED_FORMAT]) + bytes(data)
     return bytes([PAYLOAD_FORMAT]) + out[:size].tobytes()
@@ -64,7 +64,7 @@ def decode_with(model: Model, payload: bytes, raw_len: int, workspace: Workspace
     buf = np.empty(raw_len, np.uint8)
     work, ht = workspace.get(model)
     status = K.run(K.DECODE, buf, raw_len, src, buf[:0], work.t1, work.th, work.mw, work.a1, work.a2,
-                   work.msm, ht, work.lr, np.zeros((0, K.N_INPUTS + 2), np.int32), 1)
+                   work.msm, ht, work.lr, K.no_log(), 1)
     if status != 0:
         raise CorruptFrame("learned payload does not decode consistently (damaged or wrong model)")
     return buf.tobytes()

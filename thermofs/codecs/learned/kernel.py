@@ -30,7 +30,12 @@ from numba import njit
 # Inputs of the mixer: o1, o2, o3, o4, o6, word, match, bias.
 N_INPUTS = 8
 N_HASHED = 5  # o2, o3, o4, o6, word
-N_SETS = 256 * 3  # partial byte x (no match, short match, long match)
+# Two weight sets per bit, their outputs averaged in the logistic domain: the first chosen by the
+# partial byte and the match state (none, short, long), the second by the previous byte and the bit
+# position. Each set is trained on its own error.
+N_SETS1 = 256 * 3
+N_SETS = N_SETS1 + 256 * 8
+LOG_COLS = 2 + N_INPUTS + 1  # a log row: set 1, set 2, the inputs, the bit
 MATCH_MIN = 6  # bytes hashed to find a match
 MATCH_SLOTS = 32  # match counter contexts: min(len, 15) * 2 + expected bit
 APM_ROWS1 = 256
@@ -114,6 +119,23 @@ def _count(t, i, y):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _dot(mw, ws, st):
+    """The weight set's output in the logistic domain, clamped to the squash table."""
+    dot = np.int64(0)
+    for k in range(N_INPUTS):
+        dot += np.int64(mw[ws, k]) * st[k]
+    dot >>= 16
+    return 2047 if dot > 2047 else (-2047 if dot < -2047 else dot)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _train(mw, ws, st, err):
+    for k in range(N_INPUTS):
+        w = mw[ws, k] + ((st[k] * err) >> 14)
+        mw[ws, k] = WMAX if w > WMAX else (-WMAX if w < -WMAX else w)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _code(mode, y, p, x1, x2, x, src, ip, out, op):
     """Code one bit ``y`` (decode: find it) with P(1) = p/4096; returns the new coder state.
     ``op`` comes back -1 when the encoder's output buffer is full."""
@@ -145,7 +167,7 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
     ENCODE: ``buf`` is the input, the code goes to ``out``; returns its length, or -1 if ``out`` is
     too small. DECODE: ``src`` is the code, ``buf`` receives the bytes; returns 0, or -1 when the
     code is inconsistent (sentinel or length). LEARN: updates the tables, returns 0.
-    ``log`` (rows of set, N_INPUTS inputs, bit) receives every ``log_every``-th bit while rows are
+    ``log`` (rows of LOG_COLS: the two weight sets, the inputs, the bit) receives every ``log_every``-th bit while rows are
     left; pass a 0-row array for none. ``ht`` is the match model's hash table (zeroed by the caller).
     """
     hbits = 0
@@ -223,15 +245,10 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
             else:
                 st[N_HASHED + 1] = 0
                 ws = c0
-            dot = np.int64(0)
-            for k in range(N_INPUTS):
-                dot += np.int64(mw[ws, k]) * st[k]
-            dot >>= 16
-            if dot > 2047:
-                dot = 2047
-            elif dot < -2047:
-                dot = -2047
-            pm = SQUASH[dot + 2048]
+            ws2 = N_SETS1 + ((c1 << 3) | bit)
+            dot1 = _dot(mw, ws, st)
+            dot2 = _dot(mw, ws2, st)
+            pm = SQUASH[((dot1 + dot2) >> 1) + 2048]
             # APM / SSE
             s = (STRETCH[pm] + 2048) * 23
             wt = s & 0xFFF
@@ -253,9 +270,10 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
             if nlog < logcap:
                 if bitno % log_every == 0:
                     log[nlog, 0] = ws
+                    log[nlog, 1] = ws2
                     for k in range(N_INPUTS):
-                        log[nlog, k + 1] = st[k]
-                    log[nlog, N_INPUTS + 1] = y
+                        log[nlog, k + 2] = st[k]
+                    log[nlog, N_INPUTS + 2] = y
                     nlog += 1
             bitno += 1
             # --- update
@@ -264,10 +282,8 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
                 _count(th[k], idx[k], y)
             if mctx >= 0:
                 _count(msm, mctx, y)
-            err = ((y << 12) - pm) * lr
-            for k in range(N_INPUTS):
-                w = mw[ws, k] + ((st[k] * err) >> 14)
-                mw[ws, k] = WMAX if w > WMAX else (-WMAX if w < -WMAX else w)
+            _train(mw, ws, st, ((y << 12) - SQUASH[dot1 + 2048]) * lr)
+            _train(mw, ws2, st, ((y << 12) - SQUASH[dot2 + 2048]) * lr)
             g = (y << 16) + (y << 7) - y - y
             ri = r1 + (wt >> 11)
             a1[ri] += (g - np.int64(a1[ri])) >> 7
@@ -329,6 +345,10 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
     if ip != srclen:
         return -1
     return 0
+
+
+def no_log() -> np.ndarray:
+    return np.zeros((0, LOG_COLS), np.int32)
 
 
 @njit(nogil=True, cache=True, boundscheck=False)

@@ -4,7 +4,7 @@
     python bench/profile_learned.py
 
 - first call: compile (or load from numba's cache) time of the kernel, in a fresh process;
-- per chunk: the private copy of the model's tables (Workspace.get) and the Python wrapping;
+- per chunk: the private copy of the model's tables (Workspace.lease) and the Python wrapping;
 - the kernel in its three modes: LEARN (model only), ENCODE and DECODE (model + arithmetic coder);
 - the same kernel on tables of 2^12 slots (they fit in L1/L2) against 2^20 (the default): the
   difference is the cost of cache misses on the context tables.
@@ -55,7 +55,8 @@ def main() -> None:
         encode_with(model, b"warm", ws)
         t = T()
         for _ in chunks:
-            ws.get(model)
+            with ws.lease(model):
+                pass
         copy = T() - t
         t = T()
         payloads = [encode_with(model, c, ws) for c in chunks]
@@ -64,13 +65,13 @@ def main() -> None:
         outs = [decode_with(model, p, len(c), ws) for p, c in zip(payloads, chunks)]
         dec = T() - t
         assert outs == chunks
-        ht = np.zeros(1 << 16, np.int32)
         log = K.no_log()
         t = T()
         for c in chunks:
-            work, ht = ws.get(model)
-            buf = np.frombuffer(c, np.uint8).copy()
-            K.learn_log(buf, len(buf), work.t1, work.th, work.mw, work.a1, work.a2, work.msm, ht, work.lr, log, 1)
+            with ws.lease(model) as (work, ht):
+                buf = np.frombuffer(c, np.uint8).copy()
+                K.learn_log(buf, len(buf), work.t1, work.th, work.mw, work.a1, work.a2, work.msm, ht,
+                            work.lr, log, 1)
         learn = T() - t
         size = sum(map(len, payloads))
         print(f"{label}:\n  {8 * size / n:.3f} bits/byte; per 64 KiB chunk: table copy {1000 * copy / len(chunks):.2f} ms"

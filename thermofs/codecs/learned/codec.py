@@ -46,10 +46,10 @@ def encode_with(model: Model, data: bytes | bytearray | memoryview, workspace: W
     # Writable copies everywhere: one compiled signature of the kernel (read-only arrays are another type).
     buf = np.array(np.frombuffer(data, np.uint8)) if len(data) else np.zeros(0, np.uint8)
     n = len(buf)
-    work, ht = workspace.get(model)
     out = np.empty(n + 64, np.uint8)
-    size = K.run(K.ENCODE, buf, n, out[:0], out, work.t1, work.th, work.mw, work.a1, work.a2, work.msm,
-                 ht, work.lr, K.no_log(), 1)
+    with workspace.lease(model) as (work, ht):
+        size = K.run(K.ENCODE, buf, n, out[:0], out, work.t1, work.th, work.mw, work.a1, work.a2,
+                     work.msm, ht, work.lr, K.no_log(), 1)
     if size < 0:  # the code would be larger than the data: store it (the frame layer keeps raw anyway)
         return bytes([STORED_FORMAT]) + bytes(data)
     return bytes([PAYLOAD_FORMAT]) + out[:size].tobytes()
@@ -62,9 +62,9 @@ def decode_with(model: Model, payload: bytes, raw_len: int, workspace: Workspace
         raise CorruptFrame("learned payload: unknown format or length")
     src = np.array(np.frombuffer(payload, np.uint8)[1:])
     buf = np.empty(raw_len, np.uint8)
-    work, ht = workspace.get(model)
-    status = K.run(K.DECODE, buf, raw_len, src, buf[:0], work.t1, work.th, work.mw, work.a1, work.a2,
-                   work.msm, ht, work.lr, K.no_log(), 1)
+    with workspace.lease(model) as (work, ht):
+        status = K.run(K.DECODE, buf, raw_len, src, buf[:0], work.t1, work.th, work.mw, work.a1,
+                       work.a2, work.msm, ht, work.lr, K.no_log(), 1)
     if status != 0:
         raise CorruptFrame("learned payload does not decode consistently (damaged or wrong model)")
     return buf.tobytes()

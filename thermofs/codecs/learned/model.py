@@ -8,8 +8,11 @@ it expects must never reach it. Opening a volume therefore never executes code f
 from __future__ import annotations
 
 import io
+import os
 import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,19 +124,32 @@ class Model:
 
 
 class Workspace:
-    """Per-thread scratch: a private copy of a model's tables (the kernel adapts them while coding)
-    and the match model's hash table, reused across chunks to avoid re-faulting fresh pages."""
+    """A pool of scratch states: a private copy of a model's tables (the kernel adapts them while
+    coding) and the match model's hash table. Reused across chunks (a fresh 13 MB state would be
+    page-faulted in on every chunk); at most ``keep`` idle states are kept, so memory follows the
+    number of chunks coded at once, not the number of threads that ever called."""
 
-    def __init__(self) -> None:
-        self._local = threading.local()
+    def __init__(self, keep: int | None = None) -> None:
+        self._free: list[tuple[Model, np.ndarray]] = []
+        self._lock = threading.Lock()
+        self._keep = keep or os.cpu_count() or 2
 
-    def get(self, model: Model) -> tuple[Model, np.ndarray]:
-        loc = self._local
-        work: Model | None = getattr(loc, "work", None)
-        if work is None or work.th.shape != model.th.shape:
-            work = loc.work = model.copy()
-            loc.ht = np.zeros(MATCH_TABLE, np.int32)
+    @contextmanager
+    def lease(self, model: Model) -> Iterator[tuple[Model, np.ndarray]]:
+        item = None
+        with self._lock:
+            for i, (work, _ht) in enumerate(self._free):
+                if work.th.shape == model.th.shape:
+                    item = self._free.pop(i)
+                    break
+        if item is None:
+            item = (model.copy(), np.zeros(MATCH_TABLE, np.int32))
         else:
-            model.copy_into(work)
-            loc.ht.fill(0)
-        return work, loc.ht
+            model.copy_into(item[0])
+            item[1].fill(0)
+        try:
+            yield item
+        finally:
+            with self._lock:
+                if len(self._free) < self._keep:
+                    self._free.append(item)

@@ -146,6 +146,10 @@ def test_model_blob_is_validated() -> None:
     np.savez(out, **bad)
     with pytest.raises(CorruptFrame):
         LearnedCodec({9: out.getvalue()}).decompress(b"\x01" + bytes(8), 10, 9)
+    huge = io.BytesIO()
+    np.savez_compressed(huge, **dict(arrays, th=np.zeros((5, 1 << 24), np.uint16)))
+    with pytest.raises(CorruptFrame):
+        LearnedCodec({9: huge.getvalue()}).decompress(b"\x01" + bytes(8), 10, 9)
     pickled = io.BytesIO()
     np.save(pickled, np.array([object()], dtype=object), allow_pickle=True)
     with pytest.raises(CorruptFrame):

@@ -21,7 +21,8 @@ from thermofs.codecs.errors import CodecError
 from thermofs.codecs.learned import kernel as K
 
 FORMAT = 1
-MIN_HBITS, MAX_HBITS = 12, 24
+MIN_HBITS, MAX_HBITS = 12, 22
+MAX_MODEL_BYTES = 64 << 20
 DEFAULT_HBITS = 20
 MATCH_TABLE = 1 << 16
 PRIOR_COUNT = 1  # count of a primed counter when a chunk starts (see Model.soften)
@@ -88,6 +89,12 @@ class Model:
     @classmethod
     def from_blob(cls, blob: bytes) -> Model:
         try:
+            # Bound what the archive may expand to before numpy reads it (a damaged or hostile
+            # volume must not make opening a model allocate without limit).
+            with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+                expanded = sum(info.file_size for info in zf.infolist())
+            if expanded > MAX_MODEL_BYTES:
+                raise BadModel(f"model arrays would take {expanded} bytes (limit {MAX_MODEL_BYTES})")
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:

@@ -41,7 +41,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from thermofs.codecs.learned import LearnedCodec  # noqa: E402
+from thermofs.codecs.learned import LearnedCodec
 
 CORPORA = REPO.parent / "shared" / "corpora"
 CHUNK = 1 << 16

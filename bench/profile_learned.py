@@ -23,9 +23,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from thermofs.codecs.learned import kernel as K  # noqa: E402
-from thermofs.codecs.learned.codec import decode_with, default_model, encode_with  # noqa: E402
-from thermofs.codecs.learned.model import Model, Workspace  # noqa: E402
+from thermofs.codecs.learned import kernel as K
+from thermofs.codecs.learned.codec import decode_with, default_model, encode_with
+from thermofs.codecs.learned.model import Model, Workspace
 
 CORPORA = REPO.parent / "shared" / "corpora"
 T = time.thread_time

@@ -173,3 +173,13 @@ def test_trained_model_round_trips_and_default_frames_still_decode() -> None:
         assert codec.decompress(payload, len(data), mid) == data
         assert LearnedCodec(store).decompress(payload, len(data), mid) == data
     assert codec.decompress(old, len(data), 0) == data
+
+
+def test_format_is_pinned(codec: LearnedCodec) -> None:
+    """The kernel's arithmetic and the default model (id 0) are on-disk format: frames written
+    today must decode forever. A change that fails this test needs a new payload format byte (or a
+    new model id) with the old kernel and model kept, not a new golden value."""
+    import hashlib
+    data = b"thermofs learned golden chunk: " * 200 + bytes(range(256)) * 8
+    payload = codec.compress(data, 0)
+    assert hashlib.sha256(payload).hexdigest()[:32] == "faa4e62877254d461f5dd883b1cc2379"

@@ -1,7 +1,12 @@
 """``learned``: the cold tier's context-mixing codec, driven by a pretrained model (id in the frame).
 
-Payload: one format byte, then the arithmetic code (see kernel.py), or (format 0) the bytes stored. The frame parameter is the model
-id: 0 is the default model shipped in this package, other ids are looked up in the volume.
+Payload: one format byte, then the arithmetic code (see kernel.py), or (format 0) the bytes stored.
+The frame parameter is the model id: 0 is the default model shipped in this package, other ids are
+looked up in the volume.
+
+The shipped ``default_model.npz`` is on-disk format like the kernel: every id-0 frame decodes only
+with these exact tables. Never replace it in place; a better default ships under a new id (and
+test_format_is_pinned says so).
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Model, per bit (lpaq1-style, written from the published design):
   partial byte and the match state, int32 weights (16.16), trained online;
 - two APM/SSE stages (partial byte; partial byte with the last 3 bytes hashed).
 
+On-disk format: every integer operation here decides the code. Changing any of them (a table, a
+constant, an update rule) makes old payloads undecodable: it needs a new payload format byte
+(codec.PAYLOAD_FORMAT) with the old kernel kept to decode the old one.
+
 Tables are passed in, so the same kernel codes a chunk (on a private copy of the model's tables),
 primes a model on training data (on the model's own tables), or logs mixer inputs for torch.
 """
@@ -40,6 +44,9 @@ MATCH_MIN = 6  # bytes hashed to find a match
 MATCH_SLOTS = 32  # match counter contexts: min(len, 15) * 2 + expected bit
 APM_ROWS1 = 256
 APM_ROWS2 = 1 << 16
+# A weight set whose output missed by less than 30/4096 is not trained: the update would move its
+# weights by < 0.0003; skipping it is 5-10% faster for the same size (measured: 1.8386 bits/byte both).
+ESKIP = 30
 WMAX = 8 << 16  # mixer weights stay within +-8.0: a prior can be confident, never absolute
 NEUTRAL = 2048 << 4  # a counter at p = 1/2 with count 0
 SENTINEL = 0xA5C3  # 16 bits coded at p = 1/2 after the data: a cheap check of hostile payloads
@@ -125,14 +132,14 @@ def _dot(mw, ws, st):
     for k in range(N_INPUTS):
         dot += np.int64(mw[ws, k]) * st[k]
     dot >>= 16
-    return 2047 if dot > 2047 else (-2047 if dot < -2047 else dot)
+    return 2047 if dot > 2047 else (max(dot, -2047))
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _train(mw, ws, st, err):
     for k in range(N_INPUTS):
         w = mw[ws, k] + ((st[k] * err) >> 14)
-        mw[ws, k] = WMAX if w > WMAX else (-WMAX if w < -WMAX else w)
+        mw[ws, k] = WMAX if w > WMAX else (max(w, -WMAX))
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -167,8 +174,8 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
     ENCODE: ``buf`` is the input, the code goes to ``out``; returns its length, or -1 if ``out`` is
     too small. DECODE: ``src`` is the code, ``buf`` receives the bytes; returns 0, or -1 when the
     code is inconsistent (sentinel or length). LEARN: updates the tables, returns 0.
-    ``log`` (rows of LOG_COLS: the two weight sets, the inputs, the bit) receives every ``log_every``-th bit while rows are
-    left; pass a 0-row array for none. ``ht`` is the match model's hash table (zeroed by the caller).
+    ``log`` (rows of LOG_COLS: the two weight sets, the inputs, the bit) receives every
+    ``log_every``-th bit while rows are left; pass a 0-row array for none. ``ht`` is the match model's hash table (zeroed by the caller).
     """
     hbits = 0
     while (1 << (hbits + 1)) <= th.shape[1]:
@@ -238,7 +245,7 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
             mctx = -1
             if ebyte != 0 and (ebyte >> (8 - bit)) == c0:
                 ebit = (ebyte >> (7 - bit)) & 1
-                ml = mlen if mlen < 15 else 15
+                ml = min(15, mlen)
                 mctx = ml * 2 + ebit
                 st[N_HASHED + 1] = STRETCH[msm[mctx] >> 4]
                 ws = c0 + (256 if mlen < 16 else 512)
@@ -267,14 +274,13 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
             if op < 0:
                 return -1
             # --- log for offline training
-            if nlog < logcap:
-                if bitno % log_every == 0:
-                    log[nlog, 0] = ws
-                    log[nlog, 1] = ws2
-                    for k in range(N_INPUTS):
-                        log[nlog, k + 2] = st[k]
-                    log[nlog, N_INPUTS + 2] = y
-                    nlog += 1
+            if nlog < logcap and bitno % log_every == 0:
+                log[nlog, 0] = ws
+                log[nlog, 1] = ws2
+                for k in range(N_INPUTS):
+                    log[nlog, k + 2] = st[k]
+                log[nlog, N_INPUTS + 2] = y
+                nlog += 1
             bitno += 1
             # --- update
             _count(t1, i1, y)
@@ -282,8 +288,12 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
                 _count(th[k], idx[k], y)
             if mctx >= 0:
                 _count(msm, mctx, y)
-            _train(mw, ws, st, ((y << 12) - SQUASH[dot1 + 2048]) * lr)
-            _train(mw, ws2, st, ((y << 12) - SQUASH[dot2 + 2048]) * lr)
+            e1 = (y << 12) - SQUASH[dot1 + 2048]
+            e2 = (y << 12) - SQUASH[dot2 + 2048]
+            if e1 > ESKIP or e1 < -ESKIP:
+                _train(mw, ws, st, e1 * lr)
+            if e2 > ESKIP or e2 < -ESKIP:
+                _train(mw, ws2, st, e2 * lr)
             g = (y << 16) + (y << 7) - y - y
             ri = r1 + (wt >> 11)
             a1[ri] += (g - np.int64(a1[ri])) >> 7
@@ -311,8 +321,7 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
             if np.int64(buf[mptr]) == c:
                 mlen += 1
                 mptr += 1
-                if mlen > 65535:
-                    mlen = 65535
+                mlen = min(mlen, 65535)
             else:
                 mlen = 0
         if pos + 1 >= MATCH_MIN:

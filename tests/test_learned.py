@@ -183,3 +183,17 @@ def test_format_is_pinned(codec: LearnedCodec) -> None:
     data = b"thermofs learned golden chunk: " * 200 + bytes(range(256)) * 8
     payload = codec.compress(data, 0)
     assert hashlib.sha256(payload).hexdigest()[:32] == "faa4e62877254d461f5dd883b1cc2379"
+
+
+def test_in_a_frame(codec: LearnedCodec) -> None:
+    """Through the frame layer, with a table that knows the codec (the lead registers it in
+    CodecTable): compressible chunks keep a learned frame, random ones fall back to raw."""
+    from thermofs.codecs import CodecSpec, CodecTable, decode_frame, encode_frame
+
+    table = CodecTable()
+    table.by_id[codec.ID] = codec
+    spec = CodecSpec(codec, 0, probe=False)
+    for data, kept in ((_text(CHUNK), LearnedCodec.ID), (os.urandom(CHUNK), 0)):
+        frame, info = encode_frame(data, spec)
+        assert info.codec_id == kept
+        assert decode_frame(frame, table, CHUNK) == data

@@ -26,6 +26,7 @@ import gzip
 import os
 import random
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -164,8 +165,9 @@ def train_model(samples: Iterable[bytes], base: bytes | None = None, budget_s: f
 
 TEXT_ROOTS = ("/usr/share/doc", "/usr/share/common-licenses", "/usr/share/perl", "/usr/share/man/man1",
               "/usr/share/man/man3", "/usr/share/man/man5", "/usr/share/man/man8")
-CODE_ROOTS = ("/usr/include", "/usr/share/perl5", "/usr/share/cmake-3.25")
-BINARY_ROOTS = ("/usr/lib/x86_64-linux-gnu", "/usr/bin")
+CODE_ROOTS = ("/usr/include", "/usr/share/perl5", *sorted(map(str, Path("/usr/share").glob("cmake-*"))))
+# Shared libraries of the platform's multiarch directory (Debian layout), else all of /usr/lib.
+BINARY_ROOTS = (os.path.join("/usr/lib", sysconfig.get_config_var("MULTIARCH") or ""), "/usr/bin")
 SKIP_SUFFIXES = (".png", ".jpg", ".gif", ".svg", ".pdf", ".zip", ".xz", ".bz2", ".zst", ".jar", ".ico")
 
 

@@ -103,15 +103,16 @@ class Mount:
 
 @pytest.fixture
 def make_mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
-    """Factory: ``make_mount(chunk_size=..., hot_codec=..., options=..., store=...)`` -> mounted Mount."""
+    """Factory: ``make_mount(chunk_size=..., hot_codec=..., cold_codec=..., options=..., store=...)``
+    -> mounted Mount."""
     mounts: list[Mount] = []
 
     def factory(chunk_size: int = 64 << 10, hot_codec: str = "auto", options: str | None = None,
-                store: Path | None = None, expect_log_errors: bool = False) -> Mount:
+                store: Path | None = None, expect_log_errors: bool = False, cold_codec: str = "zstd:19") -> Mount:
         n = len(mounts)
         store = store or tmp_path / f"store{n}"
         if not (store / "thermofs.json").exists():
-            mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec))
+            mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec))
         mnt = tmp_path / f"mnt{n}"
         mnt.mkdir(exist_ok=True)
         m = Mount(store, mnt, options, expect_log_errors=expect_log_errors)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from thermofs.codecs.errors import BadSpec, CorruptFrame
-from thermofs.codecs.learned import LearnedCodec, Model
+from thermofs.codecs.learned import LearnedCodec
+from thermofs.codecs.learned.model import Model
 from thermofs.codecs.learned.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -156,3 +156,38 @@ def test_train_dictionaries_mounted_and_offline(make_mount: Callable[..., Mount]
     assert r.returncode != 0 and "no such store" in r.stderr
     m.start()
     same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+
+
+def _learned_params(store: Path, inos: list[int]) -> set[int]:
+    meta = MetaStore(store / "meta.lmdb", readonly=True)
+    try:
+        with meta.read() as t:
+            return {e.param for ino in inos for _i, e in t.chunks_of(ino) if e.codec_id == 4}
+    finally:
+        meta.close()
+
+
+def test_cold_codec_learned_and_a_trained_model(make_mount: Callable[..., Mount]) -> None:
+    """--cold-codec learned: cool --now stores cold chunks with the learned codec (the shipped model,
+    id 0); after `train`, new cold frames name the volume's model (id 1) and the old ones still
+    decode with the model they name, across a remount."""
+    m = make_mount(options="nocool", cold_codec="learned")
+    src = SHARED / "corpora" / "canterbury"
+    subprocess.run(["cp", "-a", str(src), str(m.mountpoint / "a")], check=True)
+    r = run("cool", m.mountpoint, "--now", "--json")
+    assert r.returncode == 0, r.stderr
+    s = stats(m.mountpoint)
+    assert s["codecs"]["learned"]["chunks"] > 0 and s["hot_chunks"] == 0
+    assert s["codecs"]["learned"]["stored_bytes"] < 0.3 * s["codecs"]["learned"]["raw_bytes"]
+    first = [p.stat().st_ino for p in (m.mountpoint / "a").iterdir()]
+    r = run("train", m.mountpoint, "--budget", "15s", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model_id"] == 1
+    subprocess.run(["cp", "-a", str(src), str(m.mountpoint / "b")], check=True)
+    assert run("cool", m.mountpoint, "--now").returncode == 0
+    second = [p.stat().st_ino for p in (m.mountpoint / "b").iterdir()]
+    m.remount()
+    assert _learned_params(m.store, first) == {0}
+    assert _learned_params(m.store, second) == {1}
+    same_tree(src, m.mountpoint / "a")
+    same_tree(src, m.mountpoint / "b")

@@ -24,13 +24,14 @@ from thermofs.codecs.base import Codec, RawCodec, ZstdCodec
 from thermofs.codecs.brotlicodec import BrotliCodec
 from thermofs.codecs.dictionary import DictCodec
 from thermofs.codecs.errors import BadSpec, CorruptFrame
+from thermofs.codecs.learned import LearnedCodec
 from thermofs.codecs.planes import PlanesCodec
 from thermofs.codecs.resources import Resources
 
 __all__ = ["Codec", "CodecSpec", "CodecTable", "RawCodec", "ZstdCodec"]
 
 # Every codec of the table; a new codec (the learned one: ID 4) joins by one line here.
-CODECS: list[type[Codec]] = [RawCodec, ZstdCodec, DictCodec, PlanesCodec, BrotliCodec]
+CODECS: list[type[Codec]] = [RawCodec, ZstdCodec, DictCodec, PlanesCodec, LearnedCodec, BrotliCodec]
 SPECS = ("auto", "best")
 
 

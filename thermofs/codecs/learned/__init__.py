@@ -1,6 +1,9 @@
-"""The learned cold-tier codec: a context-mixing model with a pretrained prior (see kernel.py)."""
+"""The learned cold-tier codec: a context-mixing model with a pretrained prior (see kernel.py).
+
+The codec class is importable without numba: the kernel and the model code load at first use, so
+commands that never code a learned chunk (stats, mount of a volume without learned frames) start fast.
+"""
 
 from thermofs.codecs.learned.codec import LearnedCodec
-from thermofs.codecs.learned.model import BadModel, Model
 
-__all__ = ["BadModel", "LearnedCodec", "Model"]
+__all__ = ["LearnedCodec"]

@@ -14,14 +14,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from thermofs.codecs.errors import BadSpec, CorruptFrame
-from thermofs.codecs.learned import kernel as K
-from thermofs.codecs.learned.model import BadModel, Model, Workspace
-from thermofs.codecs.table import Codec
+from thermofs.codecs.base import Buffer, Codec
+from thermofs.codecs.probe import BINARY, TEXT, Probe
+from thermofs.codecs.resources import Resources
+
+if TYPE_CHECKING:
+    from thermofs.codecs.learned.model import Model, Workspace
 
 PAYLOAD_FORMAT = 1
 STORED_FORMAT = 0  # the bytes as they are, for data the model would expand
@@ -30,8 +33,6 @@ DEFAULT_MODEL_FILE = "default_model.npz"
 
 ModelSource = Callable[[int], bytes | None] | Mapping[int, bytes] | Any
 
-_default_lock = threading.Lock()
-_default_model: Model | None = None
 
 
 def default_model_blob() -> bytes:
@@ -39,15 +40,15 @@ def default_model_blob() -> bytes:
 
 
 def default_model() -> Model:
-    """The shipped model, parsed once per process."""
-    global _default_model
-    with _default_lock:
-        if _default_model is None:
-            _default_model = Model.from_blob(default_model_blob())
-        return _default_model
+    """The shipped model, parsed (codecs cache it: one parse per codec table)."""
+    from thermofs.codecs.learned.model import Model
+
+    return Model.from_blob(default_model_blob())
 
 
 def encode_with(model: Model, data: bytes | bytearray | memoryview, workspace: Workspace) -> bytes:
+    from thermofs.codecs.learned import kernel as K  # numba: loaded at first use
+
     # Writable copies everywhere: one compiled signature of the kernel (read-only arrays are another type).
     buf = np.array(np.frombuffer(data, np.uint8)) if len(data) else np.zeros(0, np.uint8)
     n = len(buf)
@@ -61,6 +62,8 @@ def encode_with(model: Model, data: bytes | bytearray | memoryview, workspace: W
 
 
 def decode_with(model: Model, payload: bytes, raw_len: int, workspace: Workspace) -> bytes:
+    from thermofs.codecs.learned import kernel as K  # numba: loaded at first use
+
     if len(payload) == raw_len + 1 and payload[0] == STORED_FORMAT:
         return bytes(payload[1:])
     if len(payload) < 1 or payload[0] != PAYLOAD_FORMAT:
@@ -76,18 +79,21 @@ def decode_with(model: Model, payload: bytes, raw_len: int, workspace: Workspace
 
 
 class LearnedCodec(Codec):
-    """Codec id 4. ``models`` maps a model id (> 0) to its blob: a callable, a mapping, or an object
-    with ``get(id)``; it may return None or raise KeyError/LookupError for an unknown id."""
+    """Codec id 4. ``models``: the volume's Resources (as the codec table passes them), or a source
+    mapping a model id (> 0) to its blob: a callable, a mapping, or an object with ``get(id)``; it may
+    return None or raise KeyError/LookupError for an unknown id. New frames use the volume's newest
+    model (``resolve``), the shipped one (id 0) while it has none."""
 
     ID = 4
     name = "learned"
     default_param = DEFAULT_MODEL_ID
 
-    def __init__(self, models: ModelSource | None = None) -> None:
-        self._models = models
+    def __init__(self, models: Resources | ModelSource | None = None) -> None:
+        self.resources = models if isinstance(models, Resources) else Resources()
+        self._models = models.model if isinstance(models, Resources) else models
         self._cache: dict[int, Model] = {}
         self._lock = threading.Lock()
-        self._workspace = Workspace()
+        self._workspace: Workspace | None = None
 
     def check_param(self, param: int) -> None:
         if not 0 <= param < 1 << 32:
@@ -103,7 +109,7 @@ class LearnedCodec(Codec):
             if hasattr(src, "get"):
                 return src.get(model_id)
             return src[model_id]
-        except (KeyError, LookupError):
+        except (KeyError, LookupError, CorruptFrame):
             return None
 
     def model(self, model_id: int) -> Model:
@@ -117,6 +123,8 @@ class LearnedCodec(Codec):
             blob = self._blob(model_id)
             if blob is None:
                 raise CorruptFrame(f"unknown learned model id {model_id}")
+            from thermofs.codecs.learned.model import BadModel, Model
+
             try:
                 model = Model.from_blob(bytes(blob))
             except BadModel as e:
@@ -124,8 +132,30 @@ class LearnedCodec(Codec):
         with self._lock:
             return self._cache.setdefault(model_id, model)
 
+    def resolve(self, raw: Buffer, param: int) -> tuple[Codec, int]:
+        """The spec ``learned`` (model 0) encodes with the volume's newest trained model, if any."""
+        if param == DEFAULT_MODEL_ID:
+            return self, self.resources.current_model() or DEFAULT_MODEL_ID
+        return self, param
+
+    def cold_params(self, raw: Buffer, probe: Probe) -> list[int]:
+        """``best`` tries the learned codec on text and compressible binaries (bench/bench_learned.py:
+        16-21% smaller than zstd -19 with a dictionary on text and code, 3% on binaries); byte planes
+        win on floats, and incompressible chunks stay raw."""
+        if probe.kind not in (TEXT, BINARY) or probe.incompressible:
+            return []
+        return [self.resolve(raw, DEFAULT_MODEL_ID)[1]]
+
+    def workspace(self) -> Workspace:
+        with self._lock:
+            if self._workspace is None:
+                from thermofs.codecs.learned.model import Workspace
+
+                self._workspace = Workspace()
+            return self._workspace
+
     def compress(self, data: bytes | bytearray | memoryview, param: int) -> bytes:
-        return encode_with(self.model(param), data, self._workspace)
+        return encode_with(self.model(param), data, self.workspace())
 
     def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
-        return decode_with(self.model(param), payload, raw_len, self._workspace)
+        return decode_with(self.model(param), payload, raw_len, self.workspace())

@@ -40,9 +40,10 @@ class CodecTable:
     dictionaries and models, ``resources``)."""
 
     def __init__(self, resources: Resources | None = None,
-                 extra: list[type[Codec]] | None = None) -> None:
+                 extra: list[type[Codec]] | None = None, without: tuple[str, ...] = ()) -> None:
+        """``without``: codec names left out (a benchmark of ``best`` without the learned codec)."""
         self.resources = resources if resources is not None else Resources()
-        codecs = [cls(self.resources) for cls in [*CODECS, *(extra or [])]]
+        codecs = [cls(self.resources) for cls in [*CODECS, *(extra or [])] if cls.name not in without]
         self.codecs: tuple[Codec, ...] = tuple(codecs)
         self.by_id: dict[int, Codec] = {c.ID: c for c in codecs}
         self.by_name: dict[str, Codec] = {c.name: c for c in codecs}

@@ -212,6 +212,7 @@ def test_unlinked_file_stays_readable_while_open(mount: Mount) -> None:
         f.seek(0)
         assert f.read() == payload + b"more"
         assert os.fstat(f.fileno()).st_size == len(payload) + 4
+        assert os.fstat(f.fileno()).st_nlink == 0  # libfuse's hidden name is not a link
     # The kernel releases the file after close() returns; then nothing of it is left.
     deadline = time.monotonic() + 10
     while os.listdir(mount.mountpoint) and time.monotonic() < deadline:

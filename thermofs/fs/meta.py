@@ -354,6 +354,10 @@ class Txn:
             return
         self._txn.delete(key, db=self._db["orphans"])
 
+    def has_hidden_name(self, ino: int) -> bool:
+        """Does one of this inode's names only hide it while it is open (libfuse's .fuse_hidden)?"""
+        return bool(self._get(U64.pack(ino), self._db["orphans"]))
+
     def orphans(self) -> list[tuple[int, int, bytes]]:
         """(ino, parent, hidden name) of every orphan; parent 0 for an inode with no name left."""
         out = []

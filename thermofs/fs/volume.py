@@ -175,17 +175,24 @@ class Volume:
     # -- attributes ---------------------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
         with self.meta.read() as t:
-            return self._current(self._get(t, ino))
+            return self._current(t, self._get(t, ino))
 
     def lookup_attr(self, path: str) -> Inode:
         """getattr by path in one read transaction (the most frequent request of all)."""
         with self.meta.read() as t:
-            return self._current(self._get(t, self._resolve(t, path)))
+            return self._current(t, self._get(t, self._resolve(t, path)))
 
-    def _current(self, inode: Inode) -> Inode:
-        """The inode with the uncommitted size, times and attributes of its open file, if any."""
+    def _current(self, t: Txn, inode: Inode) -> Inode:
+        """The inode as the application sees it: with the uncommitted size, times and attributes of
+        its open file, if any; a name libfuse only hides the open file under (an unlink that came
+        before the kernel's asynchronous RELEASE) is not counted as a link."""
         f = self._files.get(inode.ino)
-        return f.overlay(inode) if f is not None else inode
+        if f is not None:
+            inode = f.overlay(inode)
+        # The hidden name goes with the last RELEASE, which libfuse sends after ours returned.
+        if inode.nlink and stat.S_ISREG(inode.mode) and t.has_hidden_name(inode.ino):
+            inode = inode.evolve(nlink=inode.nlink - 1)
+        return inode
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
                 atime: int | None = None, mtime: int | None = None) -> None:

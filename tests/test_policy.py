@@ -317,3 +317,14 @@ def test_cold_codec_best_trains_dictionaries_and_stores_smaller(tmp_path: Path) 
         finally:
             parts.close()
     assert stored["best"] < 0.95 * stored["zstd:19"], stored
+
+
+def test_temperatures_go_with_their_file(vol: tuple[Parts, Clock]) -> None:
+    parts, _clock = vol
+    ino = _write(parts, "/f", _text(3 * K64, 5))
+    parts.tracker.flush()
+    with parts.meta.read() as t:
+        assert all(t.get_temp(ino, i) is not None for i in range(3))
+    parts.volume.unlink("/f")
+    with parts.meta.read() as t:
+        assert all(t.get_temp(ino, i) is None for i in range(3))

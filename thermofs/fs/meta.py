@@ -18,7 +18,8 @@ Key layout (every integer big-endian, so cursor order is numeric order and prefi
                                                    epoch) + decayed access count (f32) as of then;
                                                    written in batches by the policy tracker; a
                                                    chunk without one counts as accessed at its
-                                                   inode's mtime; stale ones are dropped by the cooler
+                                                   inode's mtime; dropped with the inode (a
+                                                   truncate leaves a few stale ones: harmless hints)
     blobs         kind u8 + id u32                 trained dictionary or learned model bytes (kinds:
                                                    BLOB_DICTIONARY, BLOB_MODEL); ids are named by
                                                    frames, so a blob is never changed or reused
@@ -199,6 +200,12 @@ class Txn:
         self.delete_chunks_from(ino, 0)
         for name in list(self.xattr_names(ino)):
             self.del_xattr(ino, name)
+        self._delete_prefix(key, "temps")
+
+    def _delete_prefix(self, prefix: bytes, db: str) -> None:
+        cur = self._txn.cursor(db=self._db[db])
+        while cur.set_range(prefix) and cur.key().startswith(prefix):
+            cur.delete()
 
     def inodes(self) -> Iterator[Inode]:
         for k, v in _items(self._txn.cursor(db=self._db["inodes"])):

@@ -186,14 +186,14 @@ def test_format_is_pinned(codec: LearnedCodec) -> None:
     assert hashlib.sha256(payload).hexdigest()[:32] == "faa4e62877254d461f5dd883b1cc2379"
 
 
-def test_in_a_frame(codec: LearnedCodec) -> None:
-    """Through the frame layer, with a table that knows the codec (the lead registers it in
-    CodecTable): compressible chunks keep a learned frame, random ones fall back to raw."""
-    from thermofs.codecs import CodecSpec, CodecTable, decode_frame, encode_frame
+def test_in_a_frame() -> None:
+    """Through the frame layer and the codec table's ``learned`` spec: compressible chunks keep a
+    learned frame, random ones fall back to raw."""
+    from thermofs.codecs import CodecTable, decode_frame, encode_frame
 
     table = CodecTable()
-    table.by_id[codec.ID] = codec
-    spec = CodecSpec(codec, 0, probe=False)
+    spec = table.parse("learned")
+    assert spec.codec.ID == LearnedCodec.ID
     for data, kept in ((_text(CHUNK), LearnedCodec.ID), (os.urandom(CHUNK), 0)):
         frame, info = encode_frame(data, spec)
         assert info.codec_id == kept

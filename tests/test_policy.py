@@ -33,9 +33,9 @@ def test_decay_halves_per_half_life() -> None:
 def test_accesses_within_a_second_count_once() -> None:
     t = accessed(None, 10.0, 600)
     t = accessed(t, 10.0 + DEDUP_SECONDS / 2, 600)
-    assert t.count == 1.0
+    assert t.weight == 1.0
     t = accessed(t, 20.0, 600)
-    assert t.count == pytest.approx(1.0 * 2 ** (-9.5 / 600) + 1.0)
+    assert t.weight == pytest.approx(1.0 * 2 ** (-9.5 / 600) + 1.0)
 
 
 def test_merged_equals_sequential_accesses() -> None:
@@ -51,7 +51,7 @@ def test_merged_equals_sequential_accesses() -> None:
         rest = accessed(rest, now, 600)
     assert whole is not None and first is not None and rest is not None
     both = merged(first, rest, 600)
-    assert both.last == whole.last and both.count == pytest.approx(whole.count)
+    assert both.last == whole.last and both.weight == pytest.approx(whole.weight)
 
 
 def test_hysteresis_one_scan_does_not_reheat() -> None:
@@ -98,7 +98,7 @@ def test_tracker_batches_and_survives_reopen(tmp_path: Path) -> None:
     tr.touch(7, 2, 2)
     with meta.read() as t:
         assert t.get_temp(7, 2) is None  # nothing written per access
-        assert tr.temp(t, 7, 2, 0.0).count == pytest.approx(2 ** (-100 / 600) + 1)
+        assert tr.temp(t, 7, 2, 0.0).weight == pytest.approx(2 ** (-100 / 600) + 1)
     assert tr.flush() == 4
     meta.close()
     meta = MetaStore(tmp_path / "m")

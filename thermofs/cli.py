@@ -68,7 +68,7 @@ def main() -> None:
 def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, policy: str) -> None:
     """Make a new, empty volume in the directory STORE."""
     try:
-        settings = dict(item.split("=", 1) if "=" in item else (item, "") for item in policy.split(",") if item)
+        settings = dict(item.partition("=")[::2] for item in policy.split(",") if item)
         mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec,
                                 policy=settings))
     except (FsError, CodecError, OSError) as e:

@@ -204,7 +204,7 @@ class Txn:
 
     def _delete_prefix(self, prefix: bytes, db: str) -> None:
         cur = self._txn.cursor(db=self._db[db])
-        while cur.set_range(prefix) and cur.key().startswith(prefix):
+        while cur.set_range(prefix) and bytes(cur.key()).startswith(prefix):
             cur.delete()
 
     def inodes(self) -> Iterator[Inode]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import mfusepy
+import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
 from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, MetaError,

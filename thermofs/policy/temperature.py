@@ -3,7 +3,7 @@
 Pure functions over plain numbers, so the daemon's tracker and cooler and the trace replay in
 ``bench/replay_policy.py`` run exactly the same policy.
 
-A chunk's temperature is ``(count, last)``: ``count`` is the number of accesses, each weighted by
+A chunk's temperature is ``(weight, last)``: ``weight`` is the number of accesses, each weighted by
 ``2 ** -(age / half_life)``, evaluated at time ``last`` (seconds). Accesses of one chunk less than
 ``DEDUP_SECONDS`` apart count once, so a sequential read of a 64 KiB chunk in 4 KiB requests is one
 access, not sixteen.
@@ -25,7 +25,7 @@ DEDUP_SECONDS = 1.0
 
 
 class Temp(NamedTuple):
-    count: float
+    weight: float  # the decayed access count as of ``last`` (not ``count``: tuples have a count())
     last: float
 
 
@@ -93,7 +93,7 @@ def parse_age(text: str) -> float:
 def decayed(temp: Temp, now: float, half_life: float) -> float:
     """The decayed count as of ``now``."""
     age = max(0.0, now - temp.last)
-    return temp.count * 2.0 ** (-age / half_life)
+    return temp.weight * 2.0 ** (-age / half_life)
 
 
 def accessed(temp: Temp | None, now: float, half_life: float) -> Temp:
@@ -101,15 +101,15 @@ def accessed(temp: Temp | None, now: float, half_life: float) -> Temp:
     if temp is None:
         return Temp(1.0, now)
     if now - temp.last < DEDUP_SECONDS:
-        return Temp(temp.count, max(temp.last, now))
+        return Temp(temp.weight, max(temp.last, now))
     return Temp(decayed(temp, now, half_life) + 1.0, now)
 
 
 def merged(stored: Temp, recent: Temp, half_life: float) -> Temp:
     """Fold a batch of recent accesses (``recent``, counted from zero) into the stored temperature."""
     if recent.last <= stored.last:
-        return Temp(stored.count + decayed(recent, stored.last, half_life), stored.last)
-    return Temp(decayed(stored, recent.last, half_life) + recent.count, recent.last)
+        return Temp(stored.weight + decayed(recent, stored.last, half_life), stored.last)
+    return Temp(decayed(stored, recent.last, half_life) + recent.weight, recent.last)
 
 
 def is_cold(temp: Temp, now: float, p: PolicyParams) -> bool:

@@ -58,7 +58,7 @@ class Tracker:
                 for (ino, index), recent in pending.items():
                     stored = t.get_temp(ino, index)
                     temp = recent if stored is None else merged(Temp(*stored), recent, half_life)
-                    t.put_temp(ino, index, temp.count, temp.last)
+                    t.put_temp(ino, index, temp.weight, temp.last)
         except BaseException:
             with self._lock:  # not lost: merged back for the next flush
                 for key, recent in pending.items():

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from thermofs.fs.control import Target, call, resolve_target
 from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume

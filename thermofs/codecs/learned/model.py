@@ -73,7 +73,7 @@ class Model:
             t[...] = (t & np.uint16(0xFFF0)) | np.minimum(t & np.uint16(15), np.uint16(cap))
 
     def copy(self) -> Model:
-        return Model(*(getattr(self, f).copy() for f in self.FIELDS), lr=self.lr)
+        return Model(**{f: getattr(self, f).copy() for f in self.FIELDS}, lr=self.lr)
 
     def copy_into(self, dst: Model) -> None:
         for f in self.FIELDS:

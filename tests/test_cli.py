@@ -22,7 +22,7 @@ def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
                           stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("command", ["mkfs", "mount", "stats"])
+@pytest.mark.parametrize("command", ["mkfs", "mount", "stats", "cool", "compact", "fsck", "train"])
 def test_every_command_has_help(command: str) -> None:
     r = run(command, "--help")
     assert r.returncode == 0 and "Usage:" in r.stdout
@@ -33,11 +33,27 @@ def test_every_command_has_help(command: str) -> None:
     (["--chunk-size", "64Q"], "not a size"),
     (["--hot-codec", "lz77"], "unknown codec"),
     (["--cold-codec", "zstd:99"], "zstd level"),
+    (["--cold-codec", "lerned"], "unknown codec"),
+    (["--policy", "cold_age=soon"], "bad age"),
+    (["--policy", "hot_count=1"], "hysteresis"),
+    (["--policy", "warmth=3"], "unknown policy parameter"),
 ])
 def test_mkfs_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     r = run("mkfs", tmp_path / "store", *args)
     assert r.returncode != 0 and message in r.stderr
     assert not (tmp_path / "store" / "thermofs.json").exists()
+
+
+def test_policy_from_mkfs_and_mount_options(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    r = run("mkfs", store, "--policy", "cold_age=10m,hot_count=5")
+    assert r.returncode == 0, r.stderr
+    policy = json.loads(run("stats", store, "--json").stdout)["policy"]
+    assert policy["cold_age"] == 600 and policy["hot_count"] == 5 and policy["cold_count"] == 2.5
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run("mount", store, mnt, "-o", "cold_age=often")
+    assert r.returncode != 0 and "bad age" in r.stderr
 
 
 def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path) -> None:

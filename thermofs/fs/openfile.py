@@ -127,6 +127,9 @@ class OpenFile:
         self._staged: dict[int, ChunkEntry | None] = {}
         self._inline: dict[int, bytes] = {}  # frames of staged inline entries
         self._superseded: list[ChunkEntry] = []
+        # Chunks from this index on are cut off (an O_TRUNC open) but still in LMDB: they read as
+        # holes here and are deleted by the next commit, so an overwrite costs one commit, not two.
+        self._drop_from: int | None = None
         self._observer = observer
 
     # -- attributes ---------------------------------------------------------------------------------
@@ -151,7 +154,8 @@ class OpenFile:
 
     @property
     def buffered(self) -> bool:
-        return bool(self._dirty or self._inflight or self._staged or self.attr_dirty)
+        return bool(self._dirty or self._inflight or self._staged or self.attr_dirty
+                    or self._drop_from is not None)
 
     # -- reading ------------------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> bytes:
@@ -189,6 +193,8 @@ class OpenFile:
         if index in self._staged:
             entry, inline = self._staged[index], self._inline.get(index)
             data = self._chunks.read(entry, inline) if entry is not None else b""
+        elif self._drop_from is not None and index >= self._drop_from:
+            return b""
         else:
             data = self._read_committed(index)
         if data:
@@ -308,7 +314,8 @@ class OpenFile:
                 self._reap_one(index, flight)
 
     # -- truncating and committing ------------------------------------------------------------------
-    def truncate(self, size: int) -> None:
+    def truncate(self, size: int, defer: bool = False) -> None:
+        """Cut or extend the file; ``defer`` (an O_TRUNC open) leaves the commit to the next one."""
         cs = self._cs
         with self.lock:
             if size < self.size:
@@ -333,7 +340,10 @@ class OpenFile:
                     self._cache.discard((self.ino, last))
                 self.size = size
                 self._touch()
-                self.commit(drop_from=keep)
+                if defer:
+                    self._drop_from = keep if self._drop_from is None else min(self._drop_from, keep)
+                else:
+                    self.commit(drop_from=keep)
             elif size > self.size:
                 self.size = size
                 self._touch()
@@ -344,6 +354,8 @@ class OpenFile:
         with self.lock:
             if not self.buffered and drop_from is None and self.born:
                 return
+            if self._drop_from is not None:
+                drop_from = self._drop_from if drop_from is None else min(drop_from, self._drop_from)
             pending = sorted(self._dirty)
             if len(pending) == 1 and not self._inflight:
                 index = pending[0]
@@ -384,6 +396,7 @@ class OpenFile:
             self._staged.clear()
             self._inline.clear()
             self._superseded.clear()
+            self._drop_from = None
             self.attrs.clear()
             self.attr_dirty = False
             self.born = True
@@ -404,6 +417,7 @@ class OpenFile:
             self._staged.clear()
             self._inline.clear()
             self._superseded.clear()
+            self._drop_from = None
             self.attr_dirty = False
             if dead:
                 with self._meta.write() as t:

@@ -436,7 +436,7 @@ class Volume:
         fh = self._acquire(inode, writable)
         if truncate:
             try:
-                self._files[ino].truncate(0)
+                self._files[ino].truncate(0, defer=True)
             except BaseException:
                 self.release(fh)
                 raise

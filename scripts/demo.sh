@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything, then the main job: make a volume, mount it, copy real data in, show its stats.
+# Install everything, then the main job: make a volume, mount it, copy real data in, show its stats,
+# cool it (recompress with the cold codec) and show its stats again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -30,6 +31,11 @@ else
     echo "read back: DIFFERENT from the source" >&2
     exit 1
 fi
+$TFS stats "$MNT"
+echo
+echo "recompressing every chunk with the cold codec now (the background cooler would do it once they are cold) ..."
+$TFS cool "$MNT" --now
+diff -r --no-dereference -x site-packages "$STDLIB" "$MNT/stdlib" >/dev/null && echo "read back after cooling: identical"
 $TFS stats "$MNT"
 fusermount -u "$MNT"
 echo "volume left in $STORE (mount it again with: $TFS mount $STORE $MNT)"

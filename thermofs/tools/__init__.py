@@ -1,1 +1,2 @@
-"""Admin commands: stats (fsck, compact, cool and train come with their issues)."""
+"""Admin commands: stats, fsck, compact; admin.py runs cool, compact and train offline or through a
+mounted volume's daemon."""

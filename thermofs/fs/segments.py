@@ -50,6 +50,7 @@ class SegmentStore:
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
         self._retired: list[tuple[float, int]] = []  # (when, descriptor) of removed segments
+        self.compaction = threading.Lock()  # held by the one compaction of these segments at a time
         existing = self.segment_ids()
         self._active_id = (existing[-1] + 1) if existing else 1
         # Segments from this id on were written by this process: a frame in them may still wait for

@@ -41,11 +41,6 @@ SEGMENTS_PER_ROUND = 64
 
 Progress = Callable[[int, int], None]
 
-# One compaction at a time per process (the daemon might be asked twice): two would copy the same
-# frames and one of each pair of copies would only be garbage.
-_running = threading.Lock()
-
-
 class CompactBusy(StoreError):
     """A compaction of this volume is already running."""
 
@@ -90,12 +85,14 @@ def compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_si
     """Rewrite the segments whose dead share is at least ``min_garbage`` and delete those left
     without a live frame. ``progress(done, total)`` is called with bytes copied; a set ``stop``
     ends the run after the current batch (the report says ``interrupted``)."""
-    if not _running.acquire(blocking=False):
+    # One compaction per volume at a time (the daemon might be asked twice): two would copy the same
+    # frames and one of each pair of copies would only be garbage.
+    if not segments.compaction.acquire(blocking=False):
         raise CompactBusy("a compaction of this volume is already running")
     try:
         return _compact(meta, segments, table, chunk_size, progress, stop, min_garbage)
     finally:
-        _running.release()
+        segments.compaction.release()
 
 
 def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -58,10 +59,25 @@ def _errno_of(e: Exception) -> int:
     return errno.EIO
 
 
+def _pin_thread_state(flag: threading.local) -> None:
+    """Keep this libfuse worker thread's Python thread state for good.
+
+    ctypes runs a callback from a thread Python did not start under PyGILState_Ensure/Release: a new
+    thread state per call, destroyed after it. Every request then paid for building one, and
+    everything thread-local was lost between requests (zstd's per-thread contexts were rebuilt for
+    every chunk). One extra Ensure, never released, keeps the state alive while the thread lives.
+    Measured (3,550 getattr calls of a small-file loop): 3,550 fresh thread states before, 4 after.
+    """
+    ctypes.pythonapi.PyGILState_Ensure()
+    flag.on = True
+
+
 def translate(fn: F) -> F:
     """Turn domain errors into FuseOSError; log the ones that mean damage."""
 
     def wrapper(self: Operations, *args: Any) -> Any:
+        if not getattr(self.pinned, "on", False):
+            _pin_thread_state(self.pinned)
         try:
             return fn(self, *args)
         except (FsError, CodecError) as e:
@@ -95,6 +111,7 @@ class Operations(mfusepy.Operations):
         self.volume = volume
         self._statfs = statfs
         self._configure = configure
+        self.pinned = threading.local()  # set once per worker thread whose thread state is kept
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         self._configure(conn, config)

@@ -76,8 +76,6 @@ def translate(fn: F) -> F:
     """Turn domain errors into FuseOSError; log the ones that mean damage."""
 
     def wrapper(self: Operations, *args: Any) -> Any:
-        if not getattr(self.pinned, "on", False):
-            _pin_thread_state(self.pinned)
         try:
             return fn(self, *args)
         except (FsError, CodecError) as e:
@@ -111,7 +109,6 @@ class Operations(mfusepy.Operations):
         self.volume = volume
         self._statfs = statfs
         self._configure = configure
-        self.pinned = threading.local()  # set once per worker thread whose thread state is kept
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         self._configure(conn, config)
@@ -282,7 +279,18 @@ class Operations(mfusepy.Operations):
 class FUSE(mfusepy.FUSE):
     """mfusepy's FUSE with fix-ups: rename's flags passed through (mfusepy drops them, which would
     turn RENAME_NOREPLACE into a silent overwrite), file handles passed to truncate/chmod/chown/
-    utimens, and a cheaper create."""
+    utimens, a cheaper create, and worker threads that keep their Python thread state (the
+    bench's passthrough uses this class too, so both pay the same for the binding)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pinned = threading.local()  # set once in each worker thread whose thread state is kept
+        super().__init__(*args, **kwargs)  # runs the FUSE loop until unmounted
+
+    def _wrapper(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Every libfuse callback comes through here (mfusepy looks it up on the instance)."""
+        if not getattr(self._pinned, "on", False):
+            _pin_thread_state(self._pinned)
+        return super()._wrapper(func, *args, **kwargs)
 
     def _fh(self, fip: Any) -> int | None:
         return fip.contents.fh if fip else None

@@ -177,7 +177,7 @@ def daemon_handlers(parts: Parts) -> dict[str, Handler]:
 
 def uses_dictionaries(spec: CodecSpec) -> bool:
     """Does this cold spec encode with the volume's trained dictionaries?"""
-    return str(spec).split(":")[0] in ("dict", "best")
+    return spec.best or spec.codec.name == "dict"
 
 
 def model_trainer(table: CodecTable) -> ModelTrainer | None:

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from thermofs.codecs import (
-    CodecSpec,
-    CodecTable,
-    CorruptFrame,
-    FrameInfo,
-    decode_frame,
-    encode_parts,
-)
+from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, FrameInfo, decode_frame, encode_parts
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry
 from thermofs.fs.segments import SegmentStore
@@ -75,11 +68,7 @@ class ChunkStore:
         all-zero chunk."""
         if _all_zero(raw):
             return None, None
-        head, body, info = encode_parts(raw, self.hot)
-        if info.frame_len <= INLINE_MAX:
-            return _entry(INLINE_SEGMENT, 0, info), head + bytes(body)
-        [(seg, off)] = self.segments.append([(head, body)])
-        return _entry(seg, off, info), None
+        return self.place([encode_parts(raw, self.hot)], 0)[0]
 
     @staticmethod
     def encode(raw: Buffer, spec: CodecSpec) -> Encoded:

@@ -395,9 +395,6 @@ class Txn:
     def put_temp(self, ino: int, index: int, count: float, last: float) -> None:
         self._txn.put(_chunk_key(ino, index), TEMP.pack(last, count), db=self._db["temps"])
 
-    def del_temp(self, ino: int, index: int) -> None:
-        self._txn.delete(_chunk_key(ino, index), db=self._db["temps"])
-
     def chunks_after(self, ino: int, index: int, limit: int) -> list[tuple[int, int, ChunkEntry]]:
         """Up to ``limit`` chunk entries from (ino, index) on, in key order: a scan in slices."""
         cur = self._txn.cursor(db=self._db["chunks"])
@@ -465,6 +462,14 @@ class Txn:
         """(parent, name, child ino, child file type bits) of every directory entry."""
         for k, v in _items(self._txn.cursor(db=self._db["dirents"])):
             yield (U64.unpack(k[:8])[0], k[8:], *DIRENT.unpack(v))
+
+    def live_bytes_by_segment(self) -> dict[int, int]:
+        """Bytes of the frames the chunk map points at, per segment (inline frames excluded)."""
+        live: dict[int, int] = {}
+        for _ino, _index, entry, _inline in self.all_chunks():
+            if entry.segment != INLINE_SEGMENT:
+                live[entry.segment] = live.get(entry.segment, 0) + entry.frame_len
+        return live
 
     def owners(self, db: str) -> set[int]:
         """Inode numbers that own at least one key of a sub-database keyed by ino (+ suffix)."""

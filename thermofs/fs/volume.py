@@ -699,10 +699,7 @@ class Volume:
             if not crashed:
                 t.bump("open", 1)
                 return
-            live: dict[int, int] = {}
-            for _ino, _index, entry, _inline in t.all_chunks():
-                if entry.segment != INLINE_SEGMENT:
-                    live[entry.segment] = live.get(entry.segment, 0) + entry.frame_len
+            live = t.live_bytes_by_segment()
             records = t.garbage_by_segment()
             for seg in self.chunks.segments.segment_ids():
                 dead = max(0, self.chunks.segments.size_of(seg) - live.get(seg, 0))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from thermofs.codecs import CodecTable
 from thermofs.fs.chunkstore import check_lengths, verify_frame
 from thermofs.fs.errors import CorruptChunk, StoreError
-from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, MetaStore
+from thermofs.fs.meta import ChunkEntry, MetaStore
 from thermofs.fs.segments import SegmentStore, segment_name
 
 # A segment is rewritten once at least this share of it is dead. Rewriting costs its live bytes in
@@ -71,12 +71,8 @@ class _Live:
 
 def _live_bytes(meta: MetaStore) -> tuple[dict[int, int], dict[int, int]]:
     """(live bytes per segment from the chunk map, garbage records), from one snapshot."""
-    live: dict[int, int] = {}
     with meta.read() as t:
-        for _ino, _index, e, _inline in t.all_chunks():
-            if e.segment != INLINE_SEGMENT:
-                live[e.segment] = live.get(e.segment, 0) + e.frame_len
-        return live, t.garbage_by_segment()
+        return t.live_bytes_by_segment(), t.garbage_by_segment()
 
 
 def compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,

@@ -98,7 +98,9 @@ def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | No
     try:
         opts = parse_options(options)
         if foreground:
-            run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr)
+            from thermofs.tools.admin import daemon_handlers
+
+            run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr, handlers=daemon_handlers)
         else:
             run_daemon(store, mountpoint, options)
     except (FsError, CodecError, ValueError, OSError, RuntimeError) as e:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from thermofs.codecs import CodecSpec, CodecTable
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.control import ControlServer, Handler, Send
+from thermofs.fs.control import ControlServer, Handler
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.segments import SegmentStore
@@ -128,53 +128,6 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     return Parts(config, meta, segments, pool, volume, tracker, cooler, trainer)
 
 
-def daemon_handlers(parts: Parts) -> dict[str, Handler]:
-    """What ``thermofs stats|cool|compact`` may ask of a mounted volume's daemon."""
-
-    started = time.monotonic()
-    last = [(started, asdict(parts.volume.live_stats()))]  # the previous sample, for rates
-
-    def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
-        """Live figures; rates per second since the previous request (at most a minute back)
-        or since the mount, so ``stats --watch`` shows the last second."""
-        now, current = time.monotonic(), asdict(parts.volume.live_stats())
-        then, before = last[0]
-        if now - then > 60 or now - then < 0.2:
-            then, before = started, {k: 0 for k in current}
-        last[0] = (now, current)
-        span = max(now - then, 1e-3)
-        rates = {f"{k}_per_s": (current[k] - before[k]) / span
-                 for k in ("read_bytes", "write_bytes", "read_ops", "write_ops")}
-        lookups = current["cache_hits"] + current["cache_misses"]
-        return {**current, **rates, "uptime_s": now - started,
-                "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
-                "cooler": parts.cooler.status.as_dict()}
-
-    def cool(args: dict[str, Any], send: Send) -> dict[str, Any]:
-        older = args.get("older_than")
-        report = parts.cooler.cool(None if older is None else float(older),
-                                   progress=lambda done, total: send({"done": done, "total": total}),
-                                   throttle=bool(args.get("throttle")))
-        return report.as_dict()
-
-    def compact(args: dict[str, Any], send: Send) -> dict[str, Any]:
-        from thermofs.tools.compact import compact as compact_store  # admin code, loaded on demand
-
-        chunks = parts.volume.chunks
-        report = compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size,
-                               lambda done, total: send({"done": done, "total": total}), None,
-                               float(args.get("min_garbage", 0.25)))
-        return asdict(report)
-
-    def train(args: dict[str, Any], send: Send) -> dict[str, Any]:
-        report = parts.trainer.train(float(args.get("budget", 60.0)),
-                                     lambda f: send({"done": int(1000 * f), "total": 1000}),
-                                     model=bool(args.get("model", True)))
-        return asdict(report)
-
-    return {"stats": live, "cool": cool, "compact": compact, "train": train}
-
-
 def uses_dictionaries(spec: CodecSpec) -> bool:
     """Does this cold spec encode with the volume's trained dictionaries?"""
     return spec.best or spec.codec.name == "dict"
@@ -202,38 +155,37 @@ def statfs_of(store: Path, volume: Volume) -> dict[str, int]:
     }
 
 
-def mount_source(mountpoint: Path) -> str | None:
-    """The major:minor of the filesystem mounted at ``mountpoint``, or None if nothing is mounted."""
+def _mountinfo(mountpoint: Path) -> list[bytes] | None:
+    """The /proc/self/mountinfo fields of the mount at ``mountpoint`` (None if nothing is mounted)."""
     target = os.fsencode(os.path.abspath(mountpoint))
     try:
         with open("/proc/self/mountinfo", "rb") as fh:
             for line in fh:
                 fields = line.split()
                 if fields[4].replace(b"\\040", b" ") == target:
-                    return fields[2].decode()
+                    return fields
     except OSError:
         return None
     return None
+
+
+def mount_source(mountpoint: Path) -> str | None:
+    """The major:minor of the filesystem mounted at ``mountpoint``, or None if nothing is mounted."""
+    fields = _mountinfo(mountpoint)
+    return None if fields is None else fields[2].decode()
 
 
 def mounted_store(mountpoint: Path) -> Path | None:
     """The store of the thermofs volume mounted at ``mountpoint`` (None if nothing is mounted there);
     StoreError if another filesystem is."""
-    target = os.fsencode(os.path.abspath(mountpoint))
-    try:
-        with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields[4].replace(b"\\040", b" ") != target:
-                    continue
-                fstype, source = fields[fields.index(b"-") + 1:][:2]
-                source = source.replace(b"\\040", b" ")
-                if not source.startswith(b"thermofs:"):
-                    raise StoreError(f"{mountpoint} is a mount point of {fstype.decode()}, not of thermofs")
-                return Path(os.fsdecode(source.removeprefix(b"thermofs:")))
-    except OSError:
+    fields = _mountinfo(mountpoint)
+    if fields is None:
         return None
-    return None
+    fstype, source = fields[fields.index(b"-") + 1:][:2]
+    source = source.replace(b"\\040", b" ")
+    if not source.startswith(b"thermofs:"):
+        raise StoreError(f"{mountpoint} is a mount point of {fstype.decode()}, not of thermofs")
+    return Path(os.fsdecode(source.removeprefix(b"thermofs:")))
 
 
 def answers(path: Path, timeout: float) -> bool:
@@ -301,8 +253,10 @@ def setup_logging(store: Path, to_stderr: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_stderr: bool = True) -> None:
-    """Mount and serve until unmounted. Holds the store lock for the whole time."""
+def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_stderr: bool = True,
+                   handlers: Callable[[Parts], dict[str, Handler]] | None = None) -> None:
+    """Mount and serve until unmounted. Holds the store lock for the whole time. ``handlers`` builds
+    what the control socket answers (the admin tools' daemon side), from the mounted parts."""
     store, mountpoint = store.resolve(), mountpoint.resolve()  # libfuse3 does chdir("/")
     read_config(store)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
@@ -310,16 +264,13 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
     lock.acquire()
     try:
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-        from thermofs.fs.operations import (  # loads libfuse: only when mounting
-            FUSE,
-            Operations,
-        )
+        from thermofs.fs.operations import FUSE, Operations  # loads libfuse: only when mounting
 
         setup_logging(store, log_to_stderr)
         parts = open_volume(store, options=options)
         if options.cooler:
             parts.cooler.start()
-        control = ControlServer(store, daemon_handlers(parts))
+        control = ControlServer(store, handlers(parts) if handlers is not None else {})
         control.start()
         fuse_opts = {"fsname": f"thermofs:{store}", "subtype": "thermofs", "default_permissions": True}
         if os.getuid() == 0:

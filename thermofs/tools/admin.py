@@ -8,6 +8,7 @@ parts the daemon builds, and the same code runs in this process.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -16,10 +17,10 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from thermofs.fs.control import Target, call, resolve_target
+from thermofs.fs.control import Handler, Send, Target, call, resolve_target
 from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume
 from thermofs.fs.store import read_config
-from thermofs.tools.compact import CompactReport
+from thermofs.tools.compact import MIN_GARBAGE_SHARE, CompactReport
 from thermofs.tools.compact import compact as compact_store
 from thermofs.tools.offline import lock_store
 
@@ -44,8 +45,11 @@ def offline(store: Path) -> Iterator[Parts]:
         lock.release()
 
 
+Progress = Callable[[int, int], None]
+
+
 @contextmanager
-def progress_bar(desc: str, unit: str = "chunk") -> Iterator[Callable[[int, int], None]]:
+def progress_bar(desc: str, unit: str = "chunk") -> Iterator[Progress]:
     """A progress callback (done, total) drawn on stderr by tqdm."""
     # disable=None: drawn on a terminal only, so scripts and logs get the result alone.
     bar = tqdm(desc=desc, unit=unit, total=0, leave=False, dynamic_ncols=True, disable=None,
@@ -61,41 +65,92 @@ def progress_bar(desc: str, unit: str = "chunk") -> Iterator[Callable[[int, int]
         bar.close()
 
 
-def cool(path: Path, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:
-    """One cooling pass (``thermofs cool``); returns the pass's figures."""
+# The admin operations: one body each, run offline on the parts this process opened, or by a mounted
+# volume's daemon on its own parts (``daemon_handlers``). Arguments are JSON values, as they cross
+# the control socket; the result is a JSON object.
+Operation = Callable[[Parts, dict[str, Any], Progress, threading.Event | None], dict[str, Any]]
+
+
+def _cool(parts: Parts, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
+    older = args.get("older_than")
+    return parts.cooler.cool(None if older is None else float(older), progress=progress, stop=stop,
+                             throttle=bool(args.get("throttle"))).as_dict()
+
+
+def _compact(parts: Parts, args: dict[str, Any], progress: Progress,
+             stop: threading.Event | None) -> dict[str, Any]:
+    chunks = parts.volume.chunks
+    return asdict(compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size, progress, stop,
+                                float(args.get("min_garbage", MIN_GARBAGE_SHARE))))
+
+
+def _train(parts: Parts, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
+    report = parts.trainer.train(float(args.get("budget", 60.0)), lambda f: progress(int(1000 * f), 1000),
+                                 model=bool(args.get("model", True)))
+    return asdict(report)
+
+
+OPERATIONS: dict[str, Operation] = {"cool": _cool, "compact": _compact, "train": _train}
+
+
+def daemon_handlers(parts: Parts) -> dict[str, Handler]:
+    """What ``thermofs stats|cool|compact|train`` may ask of a mounted volume's daemon."""
+
+    def serve(op: Operation) -> Handler:
+        return lambda args, send: op(parts, args, lambda done, total: send({"done": done, "total": total}), None)
+
+    return {"stats": live_figures(parts), **{name: serve(op) for name, op in OPERATIONS.items()}}
+
+
+def live_figures(parts: Parts) -> Handler:
+    """The daemon's side of ``stats``: live figures, with rates per second since the previous request
+    (at most a minute back) or since the mount, so ``stats --watch`` shows the last second."""
+    started = time.monotonic()
+    last = [(started, asdict(parts.volume.live_stats()))]  # the previous sample
+
+    def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
+        now, current = time.monotonic(), asdict(parts.volume.live_stats())
+        then, before = last[0]
+        if now - then > 60 or now - then < 0.2:
+            then, before = started, {k: 0 for k in current}
+        last[0] = (now, current)
+        span = max(now - then, 1e-3)
+        rates = {f"{k}_per_s": (current[k] - before[k]) / span
+                 for k in ("read_bytes", "write_bytes", "read_ops", "write_ops")}
+        lookups = current["cache_hits"] + current["cache_misses"]
+        return {**current, **rates, "uptime_s": now - started,
+                "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
+                "cooler": parts.cooler.status.as_dict()}
+
+    return live
+
+
+def _run(path: Path, op: str, args: dict[str, Any], desc: str, unit: str = "chunk",
+         show_progress: bool = True, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Run an admin operation on the volume at ``path``: by its daemon if mounted, else here."""
     target = target_of(path)
-    with progress_bar("cooling") as bar:
+    with progress_bar(desc, unit) as bar:
         report = bar if show_progress else (lambda done, total: None)
         if target.mounted:
-            result: dict[str, Any] = call(target.store, "cool", {"older_than": older_than, "throttle": throttle},
+            result: dict[str, Any] = call(target.store, op, args,
                                           on_progress=lambda p: report(p["done"], p["total"]))
             return result
         with offline(target.store) as parts:
-            return parts.cooler.cool(older_than, progress=report, throttle=throttle).as_dict()
+            return OPERATIONS[op](parts, args, report, stop)
+
+
+def cool(path: Path, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:
+    """One cooling pass (``thermofs cool``); returns the pass's figures."""
+    return _run(path, "cool", {"older_than": older_than, "throttle": throttle}, "cooling",
+                show_progress=show_progress)
 
 
 def compact(path: Path, min_garbage: float, stop: threading.Event) -> CompactReport:
-    """``thermofs compact``: offline under the lock, or by the mounted volume's daemon."""
-    target = target_of(path)
-    with progress_bar("compacting", "B") as bar:
-        if target.mounted:
-            result = call(target.store, "compact", {"min_garbage": min_garbage},
-                          on_progress=lambda p: bar(p["done"], p["total"]))
-            return CompactReport(**result)
-        with offline(target.store) as parts:
-            chunks = parts.volume.chunks
-            return compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size, bar, stop,
-                                 min_garbage)
+    """``thermofs compact``: offline under the lock (``stop`` ends it after a batch), or by the
+    mounted volume's daemon."""
+    return CompactReport(**_run(path, "compact", {"min_garbage": min_garbage}, "compacting", "B", stop=stop))
 
 
 def train(path: Path, budget: float, model: bool) -> dict[str, Any]:
     """``thermofs train``: dictionaries (and a learned model) from the volume's own chunks."""
-    target = target_of(path)
-    with progress_bar("training", "‰") as bar:
-        if target.mounted:
-            result: dict[str, Any] = call(target.store, "train", {"budget": budget, "model": model},
-                                          on_progress=lambda p: bar(p["done"], p["total"]))
-            return result
-        with offline(target.store) as parts:
-            report = parts.trainer.train(budget, lambda f: bar(int(1000 * f), 1000), model=model)
-            return asdict(report)
+    return _run(path, "train", {"budget": budget, "model": model}, "training", "‰")

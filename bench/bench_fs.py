@@ -234,10 +234,11 @@ class FuseTarget(Target):
 
 class PassthroughTarget(FuseTarget):
     name = "passthrough"
+    flags: tuple[str, ...] = ()
 
     def __init__(self, workdir: Path, nothreads: bool = False) -> None:
         super().__init__(workdir)
-        self.root = workdir / "passthrough-root"
+        self.root = workdir / f"{self.name}-root"
         self.nothreads = nothreads
 
     def start(self) -> None:
@@ -249,7 +250,14 @@ class PassthroughTarget(FuseTarget):
 
     def command(self) -> list[str]:
         return [sys.executable, str(BENCH_DIR / "passthrough.py"), str(self.root), str(self.path),
-                *(["--nothreads"] if self.nothreads else [])]
+                *self.flags, *(["--nothreads"] if self.nothreads else [])]
+
+
+class DurablePassthroughTarget(PassthroughTarget):
+    """The passthrough under thermofs's contract: close of a written file makes it durable (fsync)."""
+
+    name = "passthrough-sync"
+    flags = ("--sync-on-close",)
 
 
 class ThermofsTarget(FuseTarget):

@@ -8,7 +8,12 @@ use_ino, nullpath_ok, attribute timeout, max_readahead ...), the kernel read-ahe
 mount options (fsname/subtype, default_permissions, allow_other as root). The difference between the
 two is then thermofs's own work: chunking, compression, LMDB, segments.
 
-    python bench/passthrough.py ROOT MOUNTPOINT      # foreground; unmount with fusermount -u MOUNTPOINT
+    python bench/passthrough.py ROOT MOUNTPOINT [--nothreads] [--sync-on-close]
+
+It runs in the foreground; unmount with fusermount -u MOUNTPOINT. With --sync-on-close it keeps
+thermofs's durability contract (DESIGN invariant 2: close of a written file makes it durable) by an
+fsync of the backing file when a written handle is flushed; bare, it syncs only on fsync as the
+kernel's own filesystems do.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ class Passthrough(mfusepy.Operations):
     flag_nullpath_ok = True
     flag_nopath = True
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, sync_on_close: bool = False) -> None:
         self.root = os.path.realpath(root)
+        self.sync_on_close = sync_on_close
+        self._written: set[int] = set()  # handles written since their last flush (sync_on_close)
+        self._written_lock = threading.Lock()
 
     def _full(self, path: str) -> str:
         return self.root + path if path != "/" else self.root
@@ -109,6 +117,9 @@ class Passthrough(mfusepy.Operations):
 
     @fuse_errors
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        if self.sync_on_close:
+            with self._written_lock:
+                self._written.add(fh)
         return os.pwrite(fh, data, offset)
 
     @fuse_errors
@@ -121,6 +132,13 @@ class Passthrough(mfusepy.Operations):
 
     @fuse_errors
     def flush(self, path: str | None, fh: int) -> int:
+        if self.sync_on_close:
+            with self._written_lock:
+                written = fh in self._written
+                self._written.discard(fh)
+            if written:
+                # A new file's directory entry is in the same ext4 journal commit as its inode.
+                os.fsync(fh)
         os.close(os.dup(fh))  # as libfuse's passthrough_fh: close() semantics of the backing file
         return 0
 
@@ -131,6 +149,8 @@ class Passthrough(mfusepy.Operations):
 
     @fuse_errors
     def release(self, path: str | None, fh: int) -> int:
+        with self._written_lock:
+            self._written.discard(fh)  # the number may be reused by the next open
         os.close(fh)
         return 0
 
@@ -212,10 +232,11 @@ class Passthrough(mfusepy.Operations):
 
 
 def main(argv: list[str]) -> int:
-    nothreads = "--nothreads" in argv[3:]
-    if len(argv) != 3 + nothreads:
-        print(f"usage: {argv[0]} ROOT MOUNTPOINT [--nothreads]", file=sys.stderr)
+    flags = set(argv[3:])
+    if len(argv) < 3 or not flags <= {"--nothreads", "--sync-on-close"}:
+        print(f"usage: {argv[0]} ROOT MOUNTPOINT [--nothreads] [--sync-on-close]", file=sys.stderr)
         return 2
+    nothreads = "--nothreads" in flags
     # libfuse3 does chdir("/") even in the foreground: absolute paths only.
     root, mountpoint = os.path.realpath(argv[1]), os.path.realpath(argv[2])
     opts: dict[str, Any] = {"fsname": f"passthrough:{root}", "subtype": "passthrough",
@@ -224,7 +245,7 @@ def main(argv: list[str]) -> int:
         opts["allow_other"] = True
     threading.Thread(target=_raise_read_ahead, args=(Path(mountpoint), time.monotonic() + 30),
                      daemon=True).start()
-    FUSE(Passthrough(root), mountpoint, foreground=True, nothreads=nothreads, **opts)
+    FUSE(Passthrough(root, "--sync-on-close" in flags), mountpoint, foreground=True, nothreads=nothreads, **opts)
     return 0
 
 

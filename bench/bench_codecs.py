@@ -17,7 +17,7 @@ on other chunks of the same set than the measured ones (--train chunks, disjoint
 train`` would on a sample of the volume. Sizes are whole frames (28-byte header included) for thermofs
 and the tools' whole outputs (zstd -19 -c, xz -9 -c, run once per chunk) for the tools.
 
-Also measured: the hot codec (``auto``: probe, zstd -1, xxh3, frame) against bare zstandard level 1
+Also measured: the hot codec (``auto``: zstd -1, xxh3, frame) against bare zstandard level 1
 on the same chunks, interleaved, best of --reps; and ``best`` against ``best`` trying every candidate
 of every codec on every chunk (``exhaustive``), to show what skipping candidates costs in size.
 

@@ -60,7 +60,7 @@ def test_unknown_codec_id_is_corrupt_frame() -> None:
         TABLE.get(200)
 
 
-@pytest.mark.parametrize(("text", "codec_id", "level", "probe"), [
+@pytest.mark.parametrize(("text", "codec_id", "level", "auto"), [
     ("raw", 0, None, False),
     ("zstd", 1, 1, False),
     ("zstd:1", 1, 1, False),
@@ -71,10 +71,10 @@ def test_unknown_codec_id_is_corrupt_frame() -> None:
     ("auto", 1, 1, True),
     ("AUTO", 1, 1, True),
 ])
-def test_spec_parser_accepts_valid_specs(text: str, codec_id: int, level: int | None, probe: bool) -> None:
+def test_spec_parser_accepts_valid_specs(text: str, codec_id: int, level: int | None, auto: bool) -> None:
     parsed = spec(text)
     assert parsed.codec.ID == codec_id
-    assert parsed.probe is probe
+    assert parsed.auto is auto
     if level is not None:
         assert ZstdCodec.level_of(parsed.param) == level
     else:
@@ -190,15 +190,18 @@ def test_compressed_frame_kept_only_if_it_saves_an_eighth(codec_spec: str) -> No
     assert outcomes == {RawCodec.ID, ZstdCodec.ID}
 
 
-def test_auto_probe_skips_compression_when_the_sample_is_incompressible() -> None:
-    """``auto`` probes 4 KiB from the middle of a chunk: a random middle means a raw frame."""
+def test_auto_decides_on_the_whole_chunk() -> None:
+    """``auto`` judges the whole chunk, not a sample: a random middle in compressible text is still
+    compressed, exactly as by zstd:1; random data is stored raw."""
     size = CHUNK
     mid = size // 2
     text = text_data(size)
-    raw = text[:mid - 8192] + random_data(16384) + text[mid + 8192:]
-    assert encode_frame(raw, spec("zstd:1"))[1].codec_id == ZstdCodec.ID  # worth compressing
-    assert encode_frame(raw, spec("auto"))[1].codec_id == RawCodec.ID  # but the probe says no
-    assert decode_frame(encode_frame(raw, spec("auto"))[0], TABLE, size) == raw
+    mixed = text[:mid - 8192] + random_data(16384) + text[mid + 8192:]
+    for raw, codec_id in ((mixed, ZstdCodec.ID), (random_data(size), RawCodec.ID)):
+        frame, info = encode_frame(raw, spec("auto"))
+        assert info.codec_id == codec_id
+        assert frame == encode_frame(raw, spec("zstd:1"))[0]
+        assert decode_frame(frame, TABLE, size) == raw
 
 
 @pytest.mark.parametrize("codec_spec", SPECS)

@@ -10,7 +10,7 @@ or renumber one. Spec strings are parsed against this same table:
     planes[:LEVEL] byte planes of float tensors, planes coded by zstd (default level 19)
     brotli[:Q]     brotli, quality 0..11 (default 11)
     learned        the learned codec (when its module is in the table)
-    auto           the hot path: zstd level 1 behind a compressibility probe (incompressible -> raw)
+    auto           the hot path: zstd level 1 (the name volumes are made with)
     best           the cold path: every codec's candidates for the chunk, smallest frame wins
 
 ``auto`` and ``best`` are specs, not codecs: a frame records the codec that actually won.
@@ -61,9 +61,9 @@ class CodecTable:
         text = spec.strip().lower()
         zstd = self.by_name["zstd"]
         if text == "auto":
-            return CodecSpec(zstd, ZstdCodec.param_of(1), probe=True)
+            return CodecSpec(zstd, ZstdCodec.param_of(1), auto=True)
         if text == "best":
-            return CodecSpec(zstd, ZstdCodec.param_of(19), probe=False, candidates=self.codecs)
+            return CodecSpec(zstd, ZstdCodec.param_of(19), candidates=self.codecs)
         name, _, arg = text.partition(":")
         codec = self.by_name.get(name)
         if codec is None:
@@ -77,17 +77,17 @@ class CodecTable:
             raise BadSpec(f"empty parameter in spec {spec!r}")
         param = codec.parse_arg(arg)
         codec.check_param(param)
-        return CodecSpec(codec, param, probe=False)
+        return CodecSpec(codec, param)
 
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """A parsed spec: which codec and its stored parameter, whether to probe compressibility first
-    (``auto``), and for ``best`` the codecs whose candidates are tried."""
+    """A parsed spec: which codec and its stored parameter, whether it was ``auto`` (which it prints
+    as), and for ``best`` the codecs whose candidates are tried."""
 
     codec: Codec
     param: int
-    probe: bool
+    auto: bool = False
     candidates: tuple[Codec, ...] = ()
 
     @property
@@ -95,7 +95,7 @@ class CodecSpec:
         return bool(self.candidates)
 
     def __str__(self) -> str:
-        if self.probe:
+        if self.auto:
             return "auto"
         if self.best:
             return "best"

@@ -244,3 +244,30 @@ def test_concurrent_reads_across_many_segments_return_the_right_bytes(seg_dir: P
         sys.setswitchinterval(old_interval)
         store.close()
     assert problems == []
+
+
+class CountingLibc:
+    """The libc handle of a segment store, counting the hole punches it passes on."""
+
+    def __init__(self, libc: object) -> None:
+        self._libc = libc
+        self.punches: list[tuple[int, int]] = []
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> int:
+        self.punches.append((offset, length))
+        return self._libc.fallocate(fd, mode, offset, length)  # type: ignore[attr-defined]
+
+
+def test_punch_zeroes_dead_frames_in_one_range_and_keeps_live_neighbours(segs: SegmentStore) -> None:
+    frames = frames_of([70000, 5000, 65536, 9000, 70000, 300, 12000])
+    places = segs.append(frames)
+    libc = CountingLibc(segs._libc)
+    segs._libc = libc  # type: ignore[assignment]
+    dead = [1, 3, 2, 5]  # frames 1-3 touch each other, 5 stands alone; given out of order
+    segs.punch([(places[i][0], places[i][1], len(frames[i])) for i in dead])
+    # One punch for the three adjacent frames, one for the lone one.
+    assert libc.punches == [(places[1][1], sum(map(len, frames[1:4]))), (places[5][1], len(frames[5]))]
+    for i, ((seg, off), frame) in enumerate(zip(places, frames, strict=True)):
+        expect = bytes(len(frame)) if i in dead else frame
+        assert segs.read(seg, off, len(frame)) == expect, i
+    assert segment_bytes(segs) == sum(map(len, frames))  # the segment keeps its size

@@ -161,12 +161,15 @@ class SegmentStore:
 
         Only the given byte ranges change (to zeros), so neighbouring live frames are untouched;
         the segment keeps its size. Best effort: a filesystem without hole punching keeps the bytes
-        until compaction rewrites the segment.
+        until compaction rewrites the segment. Adjacent frames are punched as one range: deleting a
+        512 MiB file punched 8,192 frames one by one, about 1 ms each on a disk mounted with
+        ``discard``, and slowed the next write to half its speed.
         """
         by_segment: dict[int, list[tuple[int, int]]] = {}
         for seg, off, length in ranges:
             by_segment.setdefault(seg, []).append((off, length))
-        for seg, spans in by_segment.items():
+        for seg, frames in by_segment.items():
+            spans = _coalesce(frames)
             try:
                 fd = os.open(self.path(seg), os.O_WRONLY)
             except FileNotFoundError:
@@ -224,3 +227,15 @@ class SegmentStore:
                 os.close(fd)
             self._read_fds.clear()
             self._retired.clear()
+
+
+def _coalesce(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset, length) ranges sorted, with touching or overlapping ones merged."""
+    out: list[tuple[int, int]] = []
+    for off, length in sorted(spans):
+        if out and off <= out[-1][0] + out[-1][1]:
+            start, prev = out[-1]
+            out[-1] = (start, max(prev, off + length - start))
+        else:
+            out.append((off, length))
+    return out

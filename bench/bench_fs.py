@@ -666,7 +666,7 @@ def draw_chart(rows: list[dict[str, Any]], out: Outcome, png: Path) -> None:
     sync = [r["thermofs_vs_passthrough_sync"] or 0 for r in rows]
     pl = [r["thermofs_vs_plain"] or 0 for r in rows]
     x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 6))
     ax.bar([i - 0.27 for i in x], pt, 0.27, label="thermofs / passthrough")
     ax.bar(list(x), sync, 0.27, label="thermofs / passthrough with fsync at close")
     ax.bar([i + 0.27 for i in x], pl, 0.27, label="thermofs / plain")
@@ -685,7 +685,7 @@ def draw_chart(rows: list[dict[str, Any]], out: Outcome, png: Path) -> None:
     if out.stdlib:
         title += f"\nstdlib copy stored in {out.stdlib['stored_pct']:.1f}% of its apparent size (goal <= 40%)"
     ax.set_title(title)
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=4, fontsize="small")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)

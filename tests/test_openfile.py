@@ -52,3 +52,71 @@ def test_reads_see_chunks_in_flight_and_staged(parts: Parts) -> None:
     fh = v.open(v.resolve("/g"))
     assert v.read(fh, 0, len(data)) == data
     v.release(fh)
+
+
+def test_reads_decoding_outside_the_lock_never_cache_or_return_a_stale_chunk(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Committed chunks are decoded without the file's lock. Slow that decode down so that writes
+    and commits land inside it: a reader returns whole versions, never older than the one current
+    when it started, and the cache never keeps an old version (the final reads would show it)."""
+    import random
+    import threading
+    import time
+
+    from thermofs.fs.openfile import OpenFile
+
+    slow_read = OpenFile._read_committed
+
+    def read_committed(self: OpenFile, index: int) -> bytes:
+        time.sleep(0.002)
+        return slow_read(self, index)
+
+    monkeypatch.setattr(OpenFile, "_read_committed", read_committed)
+    v = parts.volume
+    chunks = 8
+    fh, _inode = v.create("/race", 0o644, 0, 0)
+
+    def content(index: int, version: int) -> bytes:
+        return bytes([index, version % 256]) * (CS // 2)
+
+    done = [0] * chunks  # the version each chunk's last finished write left
+    started = [0] * chunks  # the newest version whose write has begun
+    v.write(fh, 0, b"".join(content(i, 0) for i in range(chunks)))
+    v.fsync(fh)
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            i = rng.randrange(chunks)
+            floor = done[i]
+            got = v.read(fh, i * CS, CS)
+            version = got[1]
+            if got != content(i, version) or not floor <= version <= started[i]:
+                errors.append(f"chunk {i}: version {version}, expected {floor}..{started[i]}")
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    rng = random.Random(0)
+    try:
+        for version in range(1, 120):
+            i = rng.randrange(chunks)
+            started[i] = version
+            v.write(fh, i * CS, content(i, version))
+            done[i] = version
+            if version % 3 == 0:
+                v.fsync(fh)  # committed: later reads decode from LMDB, outside the lock
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:5]
+    for i in range(chunks):
+        assert v.read(fh, i * CS, CS) == content(i, done[i]), i
+    v.release(fh)
+    fh = v.open(v.resolve("/race"))
+    assert v.read(fh, 0, chunks * CS) == b"".join(content(i, done[i]) for i in range(chunks))
+    v.release(fh)

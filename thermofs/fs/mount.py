@@ -26,7 +26,7 @@ from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
 from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL, SLOW_DECODERS, Cooler
 from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
 from thermofs.policy.tracker import Tracker
-from thermofs.policy.training import ModelTrainer, Trainer, load_resources
+from thermofs.policy.training import ModelTrainer, Progress, Trainer, load_resources
 
 log = logging.getLogger("thermofs.mount")
 
@@ -137,9 +137,14 @@ def model_trainer(table: CodecTable) -> ModelTrainer | None:
     """The learned codec's trainer, if the table has that codec."""
     if "learned" not in table.by_name:
         return None
-    from thermofs.codecs.learned.train import train_model  # torch: imported only to train
 
-    return train_model
+    def train(samples: list[bytes], base: bytes | None, budget: float, progress: Progress | None) -> bytes:
+        # numba and torch load only to train: importing the trainer at mount took 0.2-0.3 s.
+        from thermofs.codecs.learned.train import train_model
+
+        return train_model(samples, base, budget, progress)
+
+    return train
 
 
 def statfs_of(store: Path, volume: Volume) -> dict[str, int]:

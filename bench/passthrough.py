@@ -149,8 +149,9 @@ class Passthrough(mfusepy.Operations):
 
     @fuse_errors
     def release(self, path: str | None, fh: int) -> int:
-        with self._written_lock:
-            self._written.discard(fh)  # the number may be reused by the next open
+        if self.sync_on_close:
+            with self._written_lock:
+                self._written.discard(fh)  # the number may be reused by the next open
         os.close(fh)
         return 0
 

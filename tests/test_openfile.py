@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from thermofs.fs.mount import Parts, open_volume
+from thermofs.fs.openfile import OpenFile
 from thermofs.fs.store import StoreConfig, mkfs
 
 CS = 4096
@@ -59,12 +63,6 @@ def test_reads_decoding_outside_the_lock_never_cache_or_return_a_stale_chunk(
     """Committed chunks are decoded without the file's lock. Slow that decode down so that writes
     and commits land inside it: a reader returns whole versions, never older than the one current
     when it started, and the cache never keeps an old version (the final reads would show it)."""
-    import random
-    import threading
-    import time
-
-    from thermofs.fs.openfile import OpenFile
-
     slow_read = OpenFile._read_committed
 
     def read_committed(self: OpenFile, index: int) -> bytes:

@@ -364,9 +364,9 @@ def test_cli_compact_offline_and_mounted(tmp_path: Path, make_mount: Callable[..
 
 def test_segment_store_first_id(tmp_path: Path) -> None:
     (tmp_path / "segs").mkdir()
-    s = SegmentStore(tmp_path / "segs")
+    s = SegmentStore(tmp_path / "segs", bytes(16))
     s.append([b"a"])
     s.close()
-    s = SegmentStore(tmp_path / "segs")
+    s = SegmentStore(tmp_path / "segs", bytes(16))
     assert s.first_id == s.active_id == 2
     s.close()

@@ -91,7 +91,7 @@ class Clock:
 
 def test_tracker_batches_and_survives_reopen(tmp_path: Path) -> None:
     clock = Clock()
-    meta = MetaStore(tmp_path / "m")
+    meta = MetaStore(tmp_path / "m", create=True)
     tr = Tracker(meta, P, clock)
     tr.touch(7, 0, 3)
     clock.now += 100

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from thermofs.fs.errors import CorruptChunk
-from thermofs.fs.segments import MAX_READ_FDS, SegmentStore, segment_name
+from thermofs.fs.segments import MAX_READ_FDS, SEGMENT_HEADER_SIZE, SegmentStore, segment_name
+
+VOLUME = bytes(range(16))  # the volume id the segments' headers name
 
 
 @pytest.fixture
@@ -24,14 +26,14 @@ def seg_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def segs(seg_dir: Path) -> Iterator[SegmentStore]:
-    store = SegmentStore(seg_dir)
+    store = SegmentStore(seg_dir, VOLUME)
     yield store
     store.close()
 
 
 def segment_bytes(store: SegmentStore) -> int:
-    """Apparent size of all segment files: every byte ever appended."""
-    return sum(store.path(seg).stat().st_size for seg in store.segment_ids())
+    """Frame bytes of all segment files (their sizes without the headers): every frame ever appended."""
+    return sum(store.frame_bytes(seg) for seg in store.segment_ids())
 
 
 def frames_of(sizes: list[int], seed: int = 0) -> list[bytes]:
@@ -45,12 +47,14 @@ def test_append_and_read_back(segs: SegmentStore) -> None:
     assert len(places) == len(frames)
     # One segment, frames back to back in order.
     assert [seg for seg, _ in places] == [1] * len(frames)
-    assert [off for _, off in places] == [0, 1, 29, 4125, 74125]
+    h = SEGMENT_HEADER_SIZE  # frames follow the segment's header
+    assert [off for _, off in places] == [h, h + 1, h + 29, h + 4125, h + 74125]
     for (seg, off), frame in zip(places, frames, strict=True):
         assert segs.read(seg, off, len(frame)) == frame
     assert segment_bytes(segs) == sum(map(len, frames))
     assert segs.segment_ids() == [1]
-    assert (segs.dir / segment_name(1)).read_bytes() == b"".join(frames)
+    assert (segs.dir / segment_name(1)).read_bytes()[h:] == b"".join(frames)
+    assert segs.check_header(1) is None
 
 
 def test_successive_appends_continue_the_segment(segs: SegmentStore) -> None:
@@ -59,7 +63,7 @@ def test_successive_appends_continue_the_segment(segs: SegmentStore) -> None:
     p1 = segs.append(first)
     segs.sync()
     p2 = segs.append(second)
-    assert p2 == [(1, 300)]
+    assert p2 == [(1, SEGMENT_HEADER_SIZE + 300)]
     for (seg, off), frame in zip(p1 + p2, first + second, strict=True):
         assert segs.read(seg, off, len(frame)) == frame
 
@@ -72,7 +76,7 @@ def test_empty_append_is_a_no_op(segs: SegmentStore) -> None:
 @pytest.mark.parametrize("batched", [True, False], ids=["one-batch", "one-by-one"])
 def test_rolls_to_a_new_segment_at_the_size_limit(seg_dir: Path, batched: bool) -> None:
     limit = 1000
-    store = SegmentStore(seg_dir, segment_bytes=limit)
+    store = SegmentStore(seg_dir, VOLUME, segment_bytes=limit)
     rng = random.Random(3)
     frames = frames_of([rng.randrange(1, 400) for _ in range(60)], seed=4)
     if batched:
@@ -99,7 +103,7 @@ def test_rolls_to_a_new_segment_at_the_size_limit(seg_dir: Path, batched: bool) 
 
 
 def test_frame_larger_than_a_segment_still_fits(seg_dir: Path) -> None:
-    store = SegmentStore(seg_dir, segment_bytes=100)
+    store = SegmentStore(seg_dir, VOLUME, segment_bytes=100)
     frames = frames_of([50, 500, 10, 500])
     places = store.append(frames)
     for (seg, off), frame in zip(places, frames, strict=True):
@@ -109,30 +113,30 @@ def test_frame_larger_than_a_segment_still_fits(seg_dir: Path) -> None:
 
 
 def test_new_store_on_same_dir_starts_a_new_segment(seg_dir: Path) -> None:
-    first = SegmentStore(seg_dir)
+    first = SegmentStore(seg_dir, VOLUME)
     old = frames_of([100, 200], seed=5)
     old_places = first.append(old)
     first.close()
 
-    second = SegmentStore(seg_dir)
+    second = SegmentStore(seg_dir, VOLUME)
     new = frames_of([300], seed=6)
     new_places = second.append(new)
     # The tail of an older segment is never written after.
-    assert new_places == [(2, 0)]
-    assert first.path(1).stat().st_size == 300
+    assert new_places == [(2, SEGMENT_HEADER_SIZE)]
+    assert first.path(1).stat().st_size == SEGMENT_HEADER_SIZE + 300
     for (seg, off), frame in zip(old_places + new_places, old + new, strict=True):
         assert second.read(seg, off, len(frame)) == frame
     second.close()
 
-    third = SegmentStore(seg_dir)
-    assert third.append(frames_of([1]))[0] == (3, 0)
+    third = SegmentStore(seg_dir, VOLUME)
+    assert third.append(frames_of([1]))[0] == (3, SEGMENT_HEADER_SIZE)
     third.close()
     assert third.segment_ids() == [1, 2, 3]
 
 
 def test_store_that_never_appended_creates_no_segment(seg_dir: Path) -> None:
-    SegmentStore(seg_dir).close()
-    assert SegmentStore(seg_dir).segment_ids() == []
+    SegmentStore(seg_dir, VOLUME).close()
+    assert SegmentStore(seg_dir, VOLUME).segment_ids() == []
 
 
 def test_segment_ids_ignore_other_files(seg_dir: Path, segs: SegmentStore) -> None:
@@ -148,31 +152,32 @@ def test_reading_a_missing_segment_is_corrupt_chunk(segs: SegmentStore) -> None:
 
 
 def test_reading_a_deleted_segment_is_corrupt_chunk(seg_dir: Path) -> None:
-    store = SegmentStore(seg_dir)
+    store = SegmentStore(seg_dir, VOLUME)
     store.append(frames_of([10]))
     store.close()
-    reopened = SegmentStore(seg_dir)
+    reopened = SegmentStore(seg_dir, VOLUME)
     reopened.path(1).unlink()
     with pytest.raises(CorruptChunk):
         reopened.read(1, 0, 10)
     reopened.close()
 
 
-@pytest.mark.parametrize(("offset", "length"), [(100, 1), (95, 10), (0, 101), (10**9, 1)])
-def test_reading_past_the_end_is_corrupt_chunk(segs: SegmentStore, offset: int, length: int) -> None:
+@pytest.mark.parametrize(("offset", "length"), [(100, 1), (95, 10), (0, 101), (10**9, 1), (-32, 10)])
+def test_reading_past_the_end_or_into_the_header_is_corrupt_chunk(segs: SegmentStore, offset: int,
+                                                                  length: int) -> None:
     segs.append(frames_of([100]))
     with pytest.raises(CorruptChunk):
-        segs.read(1, offset, length)
+        segs.read(1, SEGMENT_HEADER_SIZE + offset, length)
 
 
 def test_truncated_segment_is_corrupt_chunk(seg_dir: Path) -> None:
-    store = SegmentStore(seg_dir)
+    store = SegmentStore(seg_dir, VOLUME)
     frames = frames_of([100, 100])
     places = store.append(frames)
     store.close()
     with open(store.path(1), "r+b") as fh:
-        fh.truncate(150)
-    reopened = SegmentStore(seg_dir)
+        fh.truncate(SEGMENT_HEADER_SIZE + 150)
+    reopened = SegmentStore(seg_dir, VOLUME)
     assert reopened.read(*places[0], 100) == frames[0]
     with pytest.raises(CorruptChunk):
         reopened.read(*places[1], 100)
@@ -180,7 +185,7 @@ def test_truncated_segment_is_corrupt_chunk(seg_dir: Path) -> None:
 
 
 def test_concurrent_appends_place_every_frame_once(seg_dir: Path) -> None:
-    store = SegmentStore(seg_dir, segment_bytes=5000)
+    store = SegmentStore(seg_dir, VOLUME, segment_bytes=5000)
     results: dict[int, list[tuple[tuple[int, int], bytes]]] = {}
 
     def writer(n: int) -> None:
@@ -213,7 +218,7 @@ def test_concurrent_reads_across_many_segments_return_the_right_bytes(seg_dir: P
     Regression (found in d36a002): opening one descriptor too many closed all cached ones while other
     threads were still reading through them: EBADF, or bytes of another segment (a reused number).
     """
-    store = SegmentStore(seg_dir, segment_bytes=64)
+    store = SegmentStore(seg_dir, VOLUME, segment_bytes=64)
     count = MAX_READ_FDS + 144
     frames = [bytes([i % 251]) * 64 for i in range(count)]  # one frame per segment, each distinct
     places = store.append(frames)
@@ -271,3 +276,45 @@ def test_punch_zeroes_dead_frames_in_one_range_and_keeps_live_neighbours(segs: S
         expect = bytes(len(frame)) if i in dead else frame
         assert segs.read(seg, off, len(frame)) == expect, i
     assert segment_bytes(segs) == sum(map(len, frames))  # the segment keeps its size
+
+
+def test_segment_of_another_volume_or_under_another_name_is_refused(seg_dir: Path) -> None:
+    store = SegmentStore(seg_dir, VOLUME)
+    frame = frames_of([100])[0]
+    (place,) = store.append([frame])
+    store.close()
+    stranger = SegmentStore(seg_dir, bytes(16))
+    with pytest.raises(CorruptChunk, match="another volume"):
+        stranger.read(*place, 100)
+    assert stranger.check_header(1) is not None
+    stranger.close()
+    store.path(1).rename(store.path(7))
+    renamed = SegmentStore(seg_dir, VOLUME)
+    with pytest.raises(CorruptChunk, match="says it is segment 1"):
+        renamed.read(7, place[1], 100)
+    renamed.close()
+
+
+def test_damaged_header_is_refused(seg_dir: Path) -> None:
+    store = SegmentStore(seg_dir, VOLUME)
+    frame = frames_of([100])[0]
+    (place,) = store.append([frame])
+    store.close()
+    with open(store.path(1), "r+b") as fh:
+        fh.seek(20)
+        fh.write(b"\xff")
+    reopened = SegmentStore(seg_dir, VOLUME)
+    with pytest.raises(CorruptChunk, match="header is damaged"):
+        reopened.read(*place, 100)
+    reopened.close()
+
+
+def test_segments_before_headers_from_have_no_header(seg_dir: Path) -> None:
+    """A store upgraded from format 1: its older segments start with their first frame."""
+    frame = frames_of([100])[0]
+    (seg_dir / segment_name(1)).write_bytes(frame)
+    store = SegmentStore(seg_dir, VOLUME, headers_from=2)
+    assert store.read(1, 0, 100) == frame and store.frame_bytes(1) == 100
+    (place,) = store.append([frame])
+    assert place == (2, SEGMENT_HEADER_SIZE) and store.read(*place, 100) == frame
+    store.close()

@@ -126,9 +126,10 @@ def some_data(size: int, rng: random.Random) -> bytes:
 
 
 def segment_bytes(vol: Vol) -> int:
-    """Apparent size of the segment files (punched-out holes included): all bytes ever appended."""
+    """Frame bytes of the segment files (punched-out holes included, headers not): all frames ever
+    appended."""
     segments = vol.parts.segments
-    return sum(segments.path(seg).stat().st_size for seg in segments.segment_ids())
+    return sum(segments.frame_bytes(seg) for seg in segments.segment_ids())
 
 
 def assert_consistent(vol: Vol) -> dict[str, int]:

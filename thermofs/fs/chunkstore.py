@@ -57,7 +57,7 @@ class ChunkStore:
     def dead_segments(self, garbage: dict[int, int]) -> list[int]:
         """Segments (not the active one) whose every byte is accounted as garbage."""
         active = self.segments.active_id
-        return [seg for seg, dead in garbage.items() if seg != active and dead >= self.segments.size_of(seg)]
+        return [seg for seg, dead in garbage.items() if seg != active and dead >= self.segments.frame_bytes(seg)]
 
     def remove_segment(self, seg_id: int) -> None:
         self.segments.remove(seg_id)

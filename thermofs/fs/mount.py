@@ -20,13 +20,15 @@ from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.control import ControlServer, Handler
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
+from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore
-from thermofs.fs.store import StoreConfig, StoreLock, parse_size, read_config
+from thermofs.fs.store import StoreConfig, StoreLock, open_meta, parse_size, read_config, secure
+from thermofs.fs.upgrade import upgrade
 from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
 from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL, SLOW_DECODERS, Cooler
 from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
 from thermofs.policy.tracker import Tracker
-from thermofs.policy.training import ModelTrainer, Progress, Trainer, load_resources
+from thermofs.policy.training import ModelTrainer, Progress, Trainer
 
 log = logging.getLogger("thermofs.mount")
 
@@ -110,8 +112,11 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     ``clock`` drives the policy (a simulated one in tests and replays)."""
     options = options or MountOptions(cache_bytes, dirty_bytes)
     config = read_config(store)
-    segments = SegmentStore(store / "segments")
-    meta = MetaStore(store / "meta.lmdb", on_freed=segments.punch)
+    secure(store)
+    config = upgrade(store, config)  # logged; nothing to do for a store of the current format
+    meta, identity = open_meta(store, config)
+    segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
+    meta.on_freed = segments.punch
     resources = load_resources(meta)
     table = CodecTable(resources)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="encode")

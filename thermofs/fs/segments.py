@@ -1,8 +1,9 @@
 """Append-only segment files: where frames live. Knows nothing of chunks, codecs or LMDB.
 
-A segment is ``segments/NNNNNNNN.seg``; frames are appended, never modified in place. Each mount starts
-a new segment, so the tail of an older segment left by a crash (frames no commit points at) is never
-written after; it is garbage that compaction reclaims.
+A segment is ``segments/NNNNNNNN.seg``: a 32-byte header naming the volume and the segment, then frames,
+appended, never modified in place (docs/FORMAT.md). Each mount starts a new segment, so the tail of an
+older segment left by a crash (frames no commit points at) is never written after; it is garbage that
+compaction reclaims.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import ctypes
 import errno
 import logging
 import os
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -34,6 +37,36 @@ MAX_READ_FDS = 512
 RETIRE_SECONDS = 10.0
 
 
+# The segment header: magic, header version, reserved, the volume's uuid, the segment's id, then a
+# CRC-32 of those 28 bytes. A segment of another volume, or a renamed one, is refused before any
+# frame of it is used.
+SEGMENT_MAGIC = b"TFSG"
+SEGMENT_HEADER_VERSION = 1
+SEGMENT_HEADER = struct.Struct(">4sHH16sI")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size + 4  # 32
+
+
+def segment_header(volume_id: bytes, seg_id: int) -> bytes:
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_HEADER_VERSION, 0, volume_id, seg_id)
+    return head + zlib.crc32(head).to_bytes(4, "big")
+
+
+def check_segment_header(head: bytes, volume_id: bytes, seg_id: int) -> str | None:
+    """What is wrong with a segment's header (None if it is this volume's segment ``seg_id``)."""
+    if len(head) < SEGMENT_HEADER_SIZE:
+        return "its header is missing (the file is shorter than a header)"
+    if zlib.crc32(head[:SEGMENT_HEADER.size]) != int.from_bytes(head[SEGMENT_HEADER.size:SEGMENT_HEADER_SIZE], "big"):
+        return "its header is damaged"
+    magic, version, _reserved, owner, number = SEGMENT_HEADER.unpack_from(head)
+    if magic != SEGMENT_MAGIC or version != SEGMENT_HEADER_VERSION:
+        return f"its header has an unknown magic or version ({magic!r}, {version})"
+    if owner != volume_id:
+        return f"it belongs to another volume ({owner.hex()}, not {volume_id.hex()})"
+    if number != seg_id:
+        return f"its header says it is segment {number}"
+    return None
+
+
 def disk_bytes(paths: Iterable[Path]) -> int:
     """Disk space the files use: allocated blocks, so punched-out dead frames do not count."""
     return sum(p.stat().st_blocks * 512 for p in paths)
@@ -44,8 +77,13 @@ def segment_name(seg_id: int) -> str:
 
 
 class SegmentStore:
-    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, directory: Path, volume_id: bytes, headers_from: int = 1,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
+        """Segments of the volume ``volume_id`` (16 bytes) in ``directory``; those from id
+        ``headers_from`` on start with a header (older ones, of a store made with format 1, do not)."""
         self.dir = directory
+        self.volume_id = volume_id
+        self.headers_from = headers_from
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
@@ -68,9 +106,22 @@ class SegmentStore:
     def path(self, seg_id: int) -> Path:
         return self.dir / segment_name(seg_id)
 
+    def header_size(self, seg_id: int) -> int:
+        return SEGMENT_HEADER_SIZE if seg_id >= self.headers_from else 0
+
     def _open_active(self) -> None:
-        self._active_fd = os.open(self.path(self._active_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._active_size = os.fstat(self._active_fd).st_size
+        fd = os.open(self.path(self._active_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0 and self.header_size(self._active_id):
+                size = os.write(fd, segment_header(self.volume_id, self._active_id))
+        except OSError as e:
+            os.close(fd)
+            self.path(self._active_id).unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace("store disk full while starting a segment") from e
+            raise
+        self._active_fd, self._active_size = fd, size
 
     def append(self, frames: Sequence[Buffer | Sequence[Buffer]]) -> list[tuple[int, int]]:
         """Append frames, each one buffer or a sequence of buffers (header, payload) written
@@ -137,14 +188,13 @@ class SegmentStore:
                 del self._unsynced[seg_id]
 
     def read(self, seg_id: int, offset: int, length: int) -> bytes:
+        if offset < self.header_size(seg_id):
+            raise CorruptChunk(f"segment {segment_name(seg_id)}: offset {offset} lies in its header")
         with self._lock:
             fd = self._read_fds.get(seg_id)
             own = fd is None and len(self._read_fds) >= MAX_READ_FDS
             if fd is None:
-                try:
-                    fd = os.open(self.path(seg_id), os.O_RDONLY)
-                except FileNotFoundError:
-                    raise CorruptChunk(f"segment {segment_name(seg_id)} is missing") from None
+                fd = self._open_checked(seg_id)
                 if not own:
                     self._read_fds[seg_id] = fd
         try:
@@ -155,6 +205,29 @@ class SegmentStore:
         if len(data) != length:
             raise CorruptChunk(f"segment {segment_name(seg_id)} is truncated at offset {offset}")
         return data
+
+    def _open_checked(self, seg_id: int) -> int:
+        """A read descriptor of a segment whose header names this volume and this segment."""
+        try:
+            fd = os.open(self.path(seg_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise CorruptChunk(f"segment {segment_name(seg_id)} is missing") from None
+        if self.header_size(seg_id):
+            problem = check_segment_header(os.pread(fd, SEGMENT_HEADER_SIZE, 0), self.volume_id, seg_id)
+            if problem is not None:
+                os.close(fd)
+                raise CorruptChunk(f"segment {segment_name(seg_id)}: {problem}")
+        return fd
+
+    def check_header(self, seg_id: int) -> str | None:
+        """What is wrong with a segment's header, if anything (fsck, mount)."""
+        if not self.header_size(seg_id):
+            return None
+        try:
+            with open(self.path(seg_id), "rb") as fh:
+                return check_segment_header(fh.read(SEGMENT_HEADER_SIZE), self.volume_id, seg_id)
+        except FileNotFoundError:
+            return "it is missing"
 
     def punch(self, ranges: list[tuple[int, int, int]]) -> None:
         """Free the disk blocks of dead frames (segment, offset, length) in place.
@@ -206,6 +279,11 @@ class SegmentStore:
             return self.path(seg_id).stat().st_size
         except FileNotFoundError:
             return 0
+
+    def frame_bytes(self, seg_id: int) -> int:
+        """Bytes of frames (live or dead) a segment holds: its size without its header. A segment
+        is dead when garbage covers all of them."""
+        return max(0, self.size_of(seg_id) - self.header_size(seg_id))
 
     @property
     def active_id(self) -> int:

@@ -702,7 +702,7 @@ class Volume:
             live = t.live_bytes_by_segment()
             records = t.garbage_by_segment()
             for seg in self.chunks.segments.segment_ids():
-                dead = max(0, self.chunks.segments.size_of(seg) - live.get(seg, 0))
+                dead = max(0, self.chunks.segments.frame_bytes(seg) - live.get(seg, 0))
                 t.adjust_garbage(seg, dead - records.get(seg, 0))
         log.info("the volume was not closed cleanly: garbage recounted from the chunk map")
 

@@ -30,18 +30,6 @@ Progress = Callable[[float], None]
 ModelTrainer = Callable[[list[bytes], bytes | None, float, Progress | None], bytes]
 
 
-def load_resources(meta: MetaStore) -> Resources:
-    """The dictionaries and models stored in the volume, under their ids."""
-    resources = Resources()
-    with meta.read() as t:
-        for rid, value in t.blobs(BLOB_DICTIONARY):
-            kind, _, data = value.partition(b"\n")
-            resources.add_dictionary(kind.decode(), data, rid)
-        for rid, blob in t.blobs(BLOB_MODEL):
-            resources.add_model(blob, rid)
-    return resources
-
-
 def sample_chunks(meta: MetaStore, chunks: ChunkStore, limit: int = SAMPLE_BYTES, seed: int = 0) -> list[bytes]:
     """A uniform random sample (reservoir) of the volume's chunks, decoded and verified."""
     rnd = random.Random(seed)

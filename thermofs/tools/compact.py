@@ -97,7 +97,7 @@ def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_s
     # Writers append from the active segment on; frames in segments from first_id on may still
     # wait for their commit.
     boundary, own_from = segments.active_id, segments.first_id
-    sizes = {seg: segments.size_of(seg) for seg in segments.segment_ids() if seg < boundary}
+    sizes = {seg: segments.frame_bytes(seg) for seg in segments.segment_ids() if seg < boundary}
     report.segments_seen = len(sizes)
     live, garbage = _live_bytes(meta)
 

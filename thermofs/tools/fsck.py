@@ -37,7 +37,9 @@ from thermofs.fs.chunkstore import check_lengths, verify_frame
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, Inode, MetaStore, Txn
 from thermofs.fs.segments import SegmentStore, segment_name
-from thermofs.fs.store import read_config
+from thermofs.fs.resources import load_resources
+from thermofs.fs.store import open_meta, read_config, secure
+from thermofs.fs.upgrade import upgrade
 from thermofs.tools.offline import lock_store
 
 LOST_FOUND = b"lost+found"
@@ -171,7 +173,7 @@ def _tree(t: Txn, problems: list[Problem] | None) -> _Tree:
 
 # -- totals ---------------------------------------------------------------------------------------------
 
-def _totals(t: Txn, tree: _Tree, sizes: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
+def _totals(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
     """(every running total as it must be, true garbage bytes per existing segment)."""
     want: dict[str, int] = {name: 0 for name in COUNTERS if name not in HISTORY_COUNTERS}
     live: dict[int, int] = {}
@@ -193,7 +195,7 @@ def _totals(t: Txn, tree: _Tree, sizes: dict[int, int]) -> tuple[dict[str, int],
         for xname in t.xattr_names(ino):
             key = "xattr/" + os.fsdecode(xname)
             want[key] = want.get(key, 0) + 1
-    garbage = {seg: max(0, size - live.get(seg, 0)) for seg, size in sizes.items()}
+    garbage = {seg: max(0, size - headers.get(seg, 0) - live.get(seg, 0)) for seg, size in sizes.items()}
     # A record of a segment that no longer exists is garbage that is gone.
     want["garbage_bytes"] = sum(garbage.values())
     return want, garbage
@@ -263,8 +265,8 @@ def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, 
     return verified
 
 
-def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], problems: list[Problem],
-                     notes: list[str]) -> None:
+def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int],
+                     problems: list[Problem], notes: list[str]) -> None:
     """Namespace, leftovers of missing inodes, link counts, parents, totals, garbage records."""
     inodes = tree.inodes
     pending = {ino for ino, parent, _name in t.orphans() if not parent}
@@ -301,7 +303,7 @@ def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], problems: list[
         if inode.nlink != want:
             problems.append(Problem("nlink", tree.path(ino), f"link count {inode.nlink}, should be {want}",
                                     True))
-    want_totals, garbage = _totals(t, tree, sizes)
+    want_totals, garbage = _totals(t, tree, sizes, headers)
     records = t.garbage_by_segment()
     # The total must equal its records; records that miss a crash's frames are a note below.
     want_totals["garbage_bytes"] = sum(records.values())
@@ -335,7 +337,7 @@ def _kind(inode: Inode) -> str:
 
 # -- repair ---------------------------------------------------------------------------------------------
 
-def _repair(meta: MetaStore, sizes: dict[int, int], chunk_size: int) -> None:
+def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chunk_size: int) -> None:
     """Fix everything fixable, in one write transaction, from the state inside it."""
     with meta.write() as t:
         tree = _tree(t, None)
@@ -378,7 +380,7 @@ def _repair(meta: MetaStore, sizes: dict[int, int], chunk_size: int) -> None:
             if fixed != inode:
                 t.put_inode(fixed)
         tree = _tree(t, None)
-        want, garbage = _totals(t, tree, sizes)
+        want, garbage = _totals(t, tree, sizes, headers)
         for seg, rec in t.garbage_by_segment().items():
             if seg not in sizes:
                 t.adjust_garbage(seg, -rec)
@@ -444,10 +446,15 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
     config = read_config(store)
     lock = lock_store(store)
     try:
-        segments = SegmentStore(store / "segments")
-        meta = MetaStore(store / "meta.lmdb", readonly=not repair, on_freed=segments.punch)
+        if repair:
+            secure(store)
+            config = upgrade(store, config)
+        meta, identity = open_meta(store, config, readonly=not repair)
+        segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
+        meta.on_freed = segments.punch
         try:
-            return _run(store, meta, segments, CodecTable(), config.chunk_size, repair, progress)
+            return _run(store, meta, segments, CodecTable(load_resources(meta)), config.chunk_size, repair,
+                        progress)
         finally:
             meta.close()
             segments.close()
@@ -459,22 +466,23 @@ def _run(store: Path, meta: MetaStore, segments: SegmentStore, table: CodecTable
          repair: bool, progress: Progress | None) -> FsckReport:
     report = FsckReport(str(store), repair=repair)
     sizes = {seg: segments.size_of(seg) for seg in segments.segment_ids()}
+    headers = {seg: segments.header_size(seg) for seg in sizes}
     with meta.read() as t:
         tree = _tree(t, report.problems)
         verified = _check_frames(t, tree, segments, sizes, table, chunk_size, report.problems, progress)
-        _check_structure(t, tree, sizes, report.problems, report.notes)
+        _check_structure(t, tree, sizes, headers, report.problems, report.notes)
         report.checked = {"inodes": len(tree.inodes), "dirents": t.entry_count("dirents"),
                           "chunks": t.entry_count("chunks"), "frames_verified": verified,
                           "segments": len(sizes)}
     if not repair or not (any(p.fixable for p in report.problems) or report.notes):
         return report
-    _repair(meta, sizes, chunk_size)
+    _repair(meta, sizes, headers, chunk_size)
     # What is left is what the repair could not fix: check again (frames are not read again: the
     # repair changes no frame) and mark as repaired what no longer shows.
     after: list[Problem] = []
     with meta.read() as t:
         tree = _tree(t, after)
-        _check_structure(t, tree, sizes, after, [])
+        _check_structure(t, tree, sizes, headers, after, [])
     left = {(p.kind, p.path, p.message) for p in after}
     before = {(p.kind, p.path, p.message) for p in report.problems}
     for p in report.problems:

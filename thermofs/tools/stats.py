@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
-from thermofs.fs.meta import MetaStore
 from thermofs.fs.control import ControlError, Target, call
 from thermofs.fs.segments import disk_bytes
-from thermofs.fs.store import read_config
+from thermofs.fs.store import open_meta, read_config
 from thermofs.policy.temperature import PolicyParams
 
 # stats must answer within a second even if the daemon is busy: its live figures are optional.
@@ -30,7 +29,7 @@ def _codecs(counters: dict[str, int], table: CodecTable) -> dict[str, dict[str, 
 
 def volume_stats(store: Path) -> dict[str, Any]:
     cfg = read_config(store)
-    meta = MetaStore(store / "meta.lmdb", readonly=True)
+    meta, _identity = open_meta(store, cfg, readonly=True)
     try:
         with meta.read() as t:
             c = t.counters()
@@ -69,7 +68,7 @@ def collect(target: Target) -> dict[str, Any]:
 def file_stats(store: Path, mountpoint: Path | None, paths: list[Path]) -> dict[str, Any]:
     """Per-file breakdown (like compsize): chunks, codecs, stored bytes; scans only those files."""
     table = CodecTable()
-    meta = MetaStore(store / "meta.lmdb", readonly=True)
+    meta, _identity = open_meta(store, read_config(store), readonly=True)
     files: dict[str, Any] = {}
     try:
         with meta.read() as t:

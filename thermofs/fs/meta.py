@@ -397,15 +397,21 @@ class Txn:
         cur = self._txn.cursor(db=self._db[db])
         return bool(cur.set_range(prefix) and bytes(cur.key()).startswith(prefix))
 
-    def verify_complete(self, ino: int) -> None:
+    def verify_complete(self, ino: int, missed: bytes | None = None) -> None:
         """Check that every chunk or directory entry of ``ino`` is present and sound: all its records
-        verify and there are as many as its inode counts. A hole read or a name not found is then
-        truly a hole or truly absent, never a record lost to damage. CorruptRecord if not."""
+        verify and there are as many as its inode counts (invariant 6). A hole read or a name not
+        found is then truly a hole or truly absent, never a record lost to damage. ``missed``: the
+        key a lookup just did not find; a scan that finds it means LMDB's index is damaged.
+        CorruptRecord if anything is wrong."""
         inode = self.get_inode(ino)
-        if inode is None:
+        if inode is None or not (stat.S_ISDIR(inode.mode) or stat.S_ISREG(inode.mode)):
             return
         db = "dirents" if stat.S_ISDIR(inode.mode) else "chunks"
-        found = sum(1 for _record in self._scan(db, U64.pack(ino)))
+        found = 0
+        for key, _payload in self._scan(db, U64.pack(ino)):
+            if key == missed:
+                raise CorruptRecord(db, key, "a lookup misses a record a scan finds: LMDB's index is damaged")
+            found += 1
         if found != inode.count:
             raise CorruptRecord(db, U64.pack(ino), f"inode {ino} has {found} {db} records, its inode "
                                                    f"counts {inode.count}")
@@ -680,18 +686,25 @@ class Txn:
             self._add_garbage(segment, delta)
             self.bump("garbage_bytes", delta)
 
+    def damaged_records(self, db: str) -> list[DamagedRecord]:
+        """Every record of ``db`` that fails verification (fsck)."""
+        found: Damaged = []
+        for _record in self._scan(db, damaged=found):
+            pass
+        return found
+
     def delete_record(self, db: str, key: bytes) -> None:
         """Remove one record as it is, without accounting (fsck --repair, for a damaged one)."""
         self._txn.delete(key, db=self._db[db])
 
-    def rewrite_count(self, ino: int) -> None:
-        """Set an inode's ``count`` to the records it has (fsck --repair, after the entries are fixed)."""
-        inode = self.get_inode(ino)
-        if inode is None:
-            return
-        db = "dirents" if stat.S_ISDIR(inode.mode) else "chunks"
-        self._count_deltas.pop(ino, None)
-        self.put_inode(inode.evolve(count=len(self._keys(db, U64.pack(ino)))))
+    def records_of(self, inode: Inode) -> int:
+        """The records an inode's ``count`` counts, damaged ones included: its chunk entries (a
+        regular file), its directory entries (a directory), none (anything else)."""
+        if stat.S_ISDIR(inode.mode):
+            return len(self._keys("dirents", U64.pack(inode.ino)))
+        if stat.S_ISREG(inode.mode):
+            return len(self._keys("chunks", U64.pack(inode.ino)))
+        return 0
 
 
 def _chunk(key: bytes, raw: bytes) -> tuple[ChunkEntry, bytes | None]:

@@ -11,8 +11,8 @@ thread next to FUSE writers that share the same MetaStore and SegmentStore. It i
 - frames that nothing points at count as garbage only in segments written before this process opened
   the store: in its own segments such a frame may belong to a file whose commit is still to come, so
   there only the garbage records count;
-- a segment is deleted only when its garbage record covers all of it and no entry points into it;
-  its record is forgotten before its file is deleted.
+- a segment is deleted only by the rule of fs/reclaim.py: its garbage record covers all of it and a
+  scan of the chunk map finds no entry pointing into it.
 
 Interrupting it anywhere (an exception, the ``stop`` event, kill -9) leaves every file intact: an
 uncommitted copy is a frame nothing points at, which the next compaction reclaims.
@@ -28,6 +28,7 @@ from thermofs.codecs import CodecTable
 from thermofs.fs.chunkstore import check_lengths, verify_frame
 from thermofs.fs.errors import CorruptChunk, StoreError
 from thermofs.fs.meta import ChunkEntry, MetaStore
+from thermofs.fs.reclaim import reclaim
 from thermofs.fs.segments import SegmentStore, segment_name
 
 # A segment is rewritten once at least this share of it is dead. Rewriting costs its live bytes in
@@ -147,7 +148,7 @@ def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_s
         if stop is not None and stop.is_set():
             report.interrupted = True
             break
-    _remove_dead(meta, segments, sizes, report)
+    _remove_dead(meta, segments, report)
     return report
 
 
@@ -185,22 +186,14 @@ def _move(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size
     return sum(item.entry.frame_len for item in batch)
 
 
-def _remove_dead(meta: MetaStore, segments: SegmentStore, sizes: dict[int, int],
-                 report: CompactReport) -> None:
-    """Delete the segments whose every byte is garbage and that no entry points into."""
-    live, garbage = _live_bytes(meta)
-    for seg, size in sorted(sizes.items()):
-        if live.get(seg, 0) or garbage.get(seg, 0) < size:
-            continue
-        # Record first, file second: a crash in between leaves a file nothing points at and no
-        # record knows, which the next compaction reclaims. (The other order could leave a record
-        # of a deleted segment whose id the next mount reuses, if it was the highest: the stale
-        # record would then count the new segment's live frames as garbage.)
-        with meta.write() as t:
-            t.forget_segment(seg)
-        segments.remove(seg)
-        report.segments_removed += 1
-        report.bytes_reclaimed += size
+def _remove_dead(meta: MetaStore, segments: SegmentStore, report: CompactReport) -> None:
+    """Delete the segments left without a live frame (fs/reclaim.py: the one rule for it)."""
+    reclaimed = reclaim(meta, segments)
+    report.segments_removed += len(reclaimed.removed)
+    report.bytes_reclaimed += reclaimed.bytes_removed
+    report.corrupt += reclaimed.kept
+    if reclaimed.error is not None:
+        report.corrupt.append(reclaimed.error)
 
 
 def render(report: CompactReport) -> str:

@@ -2,23 +2,33 @@
 
 Checks, from one LMDB snapshot:
 
-- every chunk's frame: entry lengths, segment present, frame inside the segment file, header, decode,
-  xxh3 against the entry (inline frames too);
+- every metadata record against its checksum (docs/DESIGN.md, invariant 6): a damaged record is
+  reported with what depends on it;
+- every chunk's frame, decoded with the volume's own dictionaries and models: entry lengths, segment
+  present with a header naming this volume, frame inside the segment file, header, decode, xxh3
+  against the entry (inline frames too);
 - the namespace: directory entries in missing or non-directory parents, entries naming missing inodes or
   the wrong file type, directories with more than one name, inodes no path from the root reaches (lost),
-  link counts, directory parent pointers;
+  link counts, directory parent pointers, each inode's count of chunk or directory entries;
 - leftovers of missing inodes (chunks, symlink targets, xattrs, orphan records), chunks past a file's end;
 - the running totals ``stats`` shows, recomputed from the whole map, and each segment's garbage record
-  against what the segment really holds (its size minus its live frames).
+  against what the segment really holds (its frame bytes minus its live frames).
 
-Repairs (all in one write transaction): bad directory entries are removed, lost inodes are linked into
-``/lost+found`` as ``#INO`` (created if needed, as e2fsck does), link counts, parent pointers, totals and
-garbage records are set to the recomputed values, leftovers of missing inodes are dropped.
+Repairs (all in one write transaction) never delete the only pointer to data and never guess:
 
-A chunk whose frame is damaged or gone is not repaired: its bytes are lost and only a guess could stand in
-for them. fsck names the file, chunk and byte range and keeps the entry, so reads of those bytes keep
-failing with EIO; dropping the entry would make them read as zeros, silently turning a detected loss into
-wrong data. Restore the file or overwrite the range to clear it.
+- bad directory entries are removed (an entry naming a damaged inode is kept); lost inodes are linked
+  into ``/lost+found`` as ``#INO`` (created if needed, as e2fsck does), and so are chunks or a symlink
+  target whose inode is missing, under a recreated inode;
+- a file whose intact chunks reach past its size is extended to cover them, never cut;
+- link counts, parent pointers, totals and garbage records are set to the recomputed values; damaged
+  records that only hold totals, garbage figures, orphan marks or access hints are rewritten or dropped;
+  xattrs of missing inodes are dropped.
+
+A damaged frame, a damaged record of data (an inode, a directory entry, a chunk entry, a symlink, an
+xattr, a blob) and a file missing one of its chunk records are not repaired: only a guess could stand
+in for them. fsck names the file and what is lost and keeps everything as it is, so reads of it keep
+failing with EIO; dropping the entry would make them read as zeros or vanish, silently turning a
+detected loss into wrong data. Restore the file (or overwrite the range) to clear it.
 """
 
 from __future__ import annotations
@@ -34,18 +44,35 @@ from typing import Any
 
 from thermofs.codecs import CodecTable
 from thermofs.fs.chunkstore import check_lengths, verify_frame
-from thermofs.fs.errors import CorruptChunk
-from thermofs.fs.meta import COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, Inode, MetaStore, Txn
-from thermofs.fs.segments import SegmentStore, segment_name
+from thermofs.fs.errors import CorruptChunk, MetaError
+from thermofs.fs.meta import (COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, U32, U64, CorruptRecord,
+                              DamagedRecord, Inode, MetaStore, Txn)
 from thermofs.fs.resources import load_resources
+from thermofs.fs.segments import SegmentStore, segment_name
 from thermofs.fs.store import open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
 from thermofs.tools.offline import lock_store
 
+Progress = Callable[[int, int], None]
+
 LOST_FOUND = b"lost+found"
 EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2
-
-Progress = Callable[[int, int], None]
+# Damaged records that hold nothing but what fsck recomputes (totals, garbage figures), marks that a
+# lost inode's link into /lost+found replaces (orphans), or policy hints (temps): dropped by --repair.
+REBUILT_DBS = ("counters", "garbage", "orphans", "temps")
+# What a damaged record of each sub-database means for the user.
+CONSEQUENCE = {
+    "inodes": "the file's attributes and data read as EIO",
+    "dirents": "this name reads as EIO (and listing its directory)",
+    "chunks": "this chunk reads as EIO (and holes of its file)",
+    "symlinks": "the symlink reads as EIO",
+    "xattrs": "this xattr reads as EIO",
+    "blobs": "chunks coded with this dictionary or model read as EIO",
+    "counters": "a running total is unknown (recomputed by --repair)",
+    "garbage": "a segment's garbage figure is unknown (recomputed by --repair)",
+    "orphans": "an unlink-while-open mark is lost (--repair drops it)",
+    "temps": "an access-history hint is lost (--repair drops it)",
+}
 
 
 @dataclass
@@ -94,6 +121,7 @@ class FsckReport:
 @dataclass
 class _Tree:
     inodes: dict[int, Inode]
+    damaged: set[int]  # inodes whose record exists but failed verification
     # (parent, name) -> (child, type bits) of the entries that are sound
     dirents: dict[tuple[int, bytes], tuple[int, int]]
     names: dict[int, list[tuple[int, bytes]]]  # child -> its (parent, name)s, sound entries only
@@ -106,7 +134,7 @@ class _Tree:
             names = self.names.get(ino) or self.shown.get(ino)
             if not names:
                 if ino not in self.inodes:
-                    return f"<inode {ino}, missing>"
+                    return f"<inode {ino}, {'damaged' if ino in self.damaged else 'missing'}>"
                 return f"<inode {ino}, unreachable>" + ("/" + os.fsdecode(b"/".join(reversed(parts)))
                                                          if parts else "")
             parent, name = names[0]
@@ -130,11 +158,13 @@ class _Tree:
         return seen
 
 
-def _tree(t: Txn, problems: list[Problem] | None) -> _Tree:
-    """The sound part of the namespace; with ``problems``, report every unsound directory entry."""
-    inodes = {i.ino: i for i in t.inodes()}
-    tree = _Tree(inodes, {}, {}, {})
-    raw = list(t.all_dirents())
+def _tree(t: Txn, problems: list[Problem] | None, damaged: list[DamagedRecord]) -> _Tree:
+    """The sound part of the namespace; with ``problems``, report every unsound directory entry.
+    Damaged inode and directory entry records are added to ``damaged``."""
+    inodes = {i.ino: i for i in t.inodes(damaged=damaged)}
+    bad_inodes = {U64.unpack(r.key)[0] for r in damaged if r.db == "inodes" and len(r.key) == 8}
+    tree = _Tree(inodes, bad_inodes, {}, {}, {})
+    raw = list(t.all_dirents(damaged=damaged))
     # Names first, so a path can be shown for entries of a directory that has other problems.
     for parent, name, child, _kind in raw:
         tree.shown.setdefault(child, []).append((parent, name))
@@ -143,7 +173,10 @@ def _tree(t: Txn, problems: list[Problem] | None) -> _Tree:
         if problems is not None:
             where = tree.path(parent)
             problems.append(Problem(kind, where.rstrip("/") + "/" + os.fsdecode(name), message, True))
+
     for parent, name, child, kind in raw:
+        if parent in bad_inodes or child in bad_inodes:
+            continue  # kept as it is: it leads to a damaged inode, which reads as EIO
         p = inodes.get(parent)
         if p is None or not stat.S_ISDIR(p.mode):
             bad("dirent-bad-parent", parent, name, f"entry in inode {parent}, which is "
@@ -171,13 +204,36 @@ def _tree(t: Txn, problems: list[Problem] | None) -> _Tree:
     return tree
 
 
+def _damage_problems(tree: _Tree, damaged: list[DamagedRecord], chunk_size: int) -> list[Problem]:
+    """One problem per damaged record, saying what it holds and what now reads as EIO."""
+    out = []
+    for r in damaged:
+        owner = U64.unpack(r.key[:8])[0] if len(r.key) >= 8 and r.db not in ("counters", "garbage", "blobs") else None
+        if r.db == "dirents" and owner is not None:
+            where = tree.path(owner).rstrip("/") + "/" + os.fsdecode(r.key[8:])
+        elif r.db == "chunks" and owner is not None and len(r.key) == 16:
+            index = U64.unpack(r.key[8:])[0]
+            where = f"{tree.path(owner)} chunk {index} (bytes {index * chunk_size}-{(index + 1) * chunk_size - 1})"
+        elif r.db == "garbage" and len(r.key) == 4:
+            where = segment_name(U32.unpack(r.key)[0])
+        elif r.db == "counters":
+            where = f"counter {os.fsdecode(r.key)}"
+        elif r.db == "blobs" and len(r.key) == 5:
+            where = f"{'dictionary' if r.key[0] == 1 else 'model'} {U32.unpack(r.key[1:])[0]}"
+        else:
+            where = tree.path(owner) if owner is not None else f"{r.db} key {r.key.hex()}"
+        out.append(Problem("record-damaged", where, f"{r.db} record: {r.why}; "
+                           f"{CONSEQUENCE.get(r.db, 'it is not used')}", r.db in REBUILT_DBS, ino=owner))
+    return out
+
+
 # -- totals ---------------------------------------------------------------------------------------------
 
 def _totals(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
     """(every running total as it must be, true garbage bytes per existing segment)."""
     want: dict[str, int] = {name: 0 for name in COUNTERS if name not in HISTORY_COUNTERS}
     live: dict[int, int] = {}
-    for _ino, _index, e, _inline in t.all_chunks():
+    for _ino, _index, e, _inline in t.all_chunks(damaged=[]):
         want["chunks"] += 1
         want["stored_bytes"] += e.frame_len
         want["cold_chunks" if e.tier else "hot_chunks"] += 1
@@ -192,37 +248,49 @@ def _totals(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int])
             if stat.S_ISREG(inode.mode):
                 want["logical_bytes"] += inode.size
     for ino in t.owners("xattrs"):
-        for xname in t.xattr_names(ino):
+        for xname in t.xattr_names(ino, damaged=[]):
             key = "xattr/" + os.fsdecode(xname)
             want[key] = want.get(key, 0) + 1
     garbage = {seg: max(0, size - headers.get(seg, 0) - live.get(seg, 0)) for seg, size in sizes.items()}
-    # A record of a segment that no longer exists is garbage that is gone.
     want["garbage_bytes"] = sum(garbage.values())
     return want, garbage
 
 
 # -- checks ---------------------------------------------------------------------------------------------
 
+@dataclass
+class _Frames:
+    """What the frame check found that a repair acts on."""
+
+    verified: int = 0
+    # ino -> the size that covers its intact chunks past its end
+    extend: dict[int, int] = field(default_factory=dict)
+    damaged_chunks: bool = False  # a chunk record failed verification: live bytes are unknown
+
+
 def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, int], table: CodecTable,
-                  chunk_size: int, problems: list[Problem], progress: Progress | None) -> int:
-    """Verify every chunk's frame; returns the number of frames read and verified."""
+                  chunk_size: int, problems: list[Problem], damaged: list[DamagedRecord],
+                  progress: Progress | None) -> _Frames:
+    """Verify every chunk's frame."""
     total = t.entry_count("chunks")
     missing: dict[int, set[int]] = {}
-    verified = 0
+    found = _Frames()
     extents: dict[int, list[tuple[int, int, int, int]]] = {}
-    for n, (ino, index, e, inline) in enumerate(t.all_chunks()):
+    before = len(damaged)
+    for n, (ino, index, e, inline) in enumerate(t.all_chunks(damaged=damaged)):
         if progress is not None and n % 256 == 0:
             progress(n, total)
         inode = tree.inodes.get(ino)
         where = tree.path(ino)
         span = f"chunk {index} (bytes {index * chunk_size}-{index * chunk_size + e.raw_len - 1})"
-        if inode is None or not stat.S_ISREG(inode.mode):
-            problems.append(Problem("chunk-without-file", where, f"{span}: owner inode {ino} is "
-                                    f"{'missing' if inode is None else 'not a regular file'}", True, ino=ino))
-            continue
-        if index * chunk_size >= max(inode.size, 0) and e.raw_len:
-            problems.append(Problem("chunk-past-eof", where, f"{span}: beyond the file's size "
-                                    f"{inode.size}", True, ino=ino))
+        if ino in tree.damaged:
+            continue  # its inode's damage is reported; the chunk is kept as it is
+        if inode is None:
+            problems.append(Problem("chunk-without-file", where, f"{span}: owner inode {ino} is missing "
+                                    f"(--repair recreates it in /lost+found)", True, ino=ino))
+        elif not stat.S_ISREG(inode.mode):
+            problems.append(Problem("chunk-without-file", where, f"{span}: owner inode {ino} is not a "
+                                    f"regular file (kept)", False, ino=ino))
             continue
         place = "inline" if e.segment == INLINE_SEGMENT else f"{segment_name(e.segment)} at {e.offset}"
         if e.segment != INLINE_SEGMENT:
@@ -246,9 +314,16 @@ def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, 
             else:
                 frame = segments.read(e.segment, e.offset, e.frame_len)
             verify_frame(e, frame, table, chunk_size)
-            verified += 1
+            found.verified += 1
         except CorruptChunk as err:
             problems.append(Problem("chunk-corrupt", where, f"{span}: {place}: {err}", False, ino=ino))
+            continue
+        if inode is not None and index * chunk_size >= inode.size and e.raw_len:
+            end = index * chunk_size + e.raw_len
+            found.extend[ino] = max(found.extend.get(ino, inode.size), end)
+            problems.append(Problem("chunk-past-eof", where, f"{span}: intact, beyond the file's size "
+                                    f"{inode.size} (--repair extends the file to keep it)", True, ino=ino))
+    found.damaged_chunks = len(damaged) > before
     if progress is not None:
         progress(total, total)
     for seg, owners in sorted(missing.items()):
@@ -262,22 +337,40 @@ def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, 
                                         f"chunk {idx_b} overlaps the frame of inode {ino_a} chunk {idx_a} in "
                                         f"{segment_name(seg)}: freeing one would destroy the other", False,
                                         ino=ino_b))
-    return verified
+    return found
+
+
+def _check_segments(segments: SegmentStore, sizes: dict[int, int], problems: list[Problem],
+                    notes: list[str]) -> None:
+    """Every segment's header names this volume and this segment."""
+    for seg, size in sorted(sizes.items()):
+        if size == 0:
+            notes.append(f"{segment_name(seg)} is empty (a crash as it was started); compaction removes it")
+            continue
+        why = segments.check_header(seg)
+        if why is not None:
+            problems.append(Problem("segment-header", segment_name(seg), f"{why}: its frames are not used "
+                                    f"(chunks in it are listed as chunk-corrupt)", False))
 
 
 def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int],
-                     problems: list[Problem], notes: list[str]) -> None:
-    """Namespace, leftovers of missing inodes, link counts, parents, totals, garbage records."""
+                     problems: list[Problem], notes: list[str], damaged: list[DamagedRecord],
+                     damaged_chunks: bool) -> None:
+    """Namespace, leftovers of missing inodes, link counts, entry counts, parents, totals, garbage."""
     inodes = tree.inodes
-    pending = {ino for ino, parent, _name in t.orphans() if not parent}
-    for ino, parent, name in t.orphans():
-        if ino not in inodes:
+    known = set(inodes) | tree.damaged
+    pending = {ino for ino, parent, _name in t.orphans(damaged=damaged) if not parent}
+    for ino, _parent, _name in t.orphans(damaged=[]):
+        if ino not in known:
             problems.append(Problem("orphan-record", f"<inode {ino}, missing>",
                                     "orphan record of an inode that does not exist", True))
-    for db, what in (("symlinks", "symlink target"), ("xattrs", "xattrs")):
-        for ino in sorted(t.owners(db) - set(inodes)):
-            problems.append(Problem("leftover", f"<inode {ino}, missing>", f"{what} of an inode that does "
-                                    f"not exist", True))
+    chunk_owners = t.owners("chunks")
+    for ino in sorted(t.owners("symlinks") - known):
+        problems.append(Problem("leftover", f"<inode {ino}, missing>", "symlink target of an inode that does "
+                                "not exist (--repair recreates the symlink in /lost+found)", True))
+    for ino in sorted(t.owners("xattrs") - known - chunk_owners - t.owners("symlinks")):
+        problems.append(Problem("leftover", f"<inode {ino}, missing>", "xattrs of an inode that does "
+                                "not exist", True))
     reach = tree.reachable()
     for ino in sorted(set(inodes) - reach):
         inode = inodes[ino]
@@ -303,21 +396,32 @@ def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[i
         if inode.nlink != want:
             problems.append(Problem("nlink", tree.path(ino), f"link count {inode.nlink}, should be {want}",
                                     True))
+    for ino, inode in sorted(inodes.items()):
+        records = t.records_of(inode)
+        if records != inode.count:
+            what = "directory entries" if stat.S_ISDIR(inode.mode) else "chunk entries"
+            problems.append(Problem("count", tree.path(ino), f"its inode counts {inode.count} {what}, "
+                                    f"{records} exist: " + ("some are lost; reads that would need them "
+                                                            "give EIO (restore the file)" if records < inode.count
+                                                            else "more than it made (kept)"), False, ino=ino))
     want_totals, garbage = _totals(t, tree, sizes, headers)
-    records = t.garbage_by_segment()
+    records_by_seg = t.garbage_by_segment(damaged=damaged)
     # The total must equal its records; records that miss a crash's frames are a note below.
-    want_totals["garbage_bytes"] = sum(records.values())
-    have = t.counters()
+    want_totals["garbage_bytes"] = sum(records_by_seg.values())
+    have = t.counters(damaged=damaged)
     for counter in sorted(set(want_totals) | {k for k in have if k not in HISTORY_COUNTERS}):
         if have.get(counter, 0) != want_totals.get(counter, 0):
             problems.append(Problem("counter", counter, f"running total {have.get(counter, 0)}, recomputed "
                                     f"{want_totals.get(counter, 0)}", True))
-    top = max(inodes, default=ROOT_INO)
+    top = max(known, default=ROOT_INO)
     if have.get("next_ino", 0) <= top:
         problems.append(Problem("counter", "next_ino", f"next inode number {have.get('next_ino', 0)} is "
                                 f"not above the highest inode {top}", True))
-    for seg in sorted(set(records) | set(sizes)):
-        rec, real = records.get(seg, 0), garbage.get(seg)
+    if damaged_chunks:
+        notes.append("garbage records not checked: a damaged chunk record may point into any segment")
+        return
+    for seg in sorted(set(records_by_seg) | set(sizes)):
+        rec, real = records_by_seg.get(seg, 0), garbage.get(seg)
         if real is None:
             problems.append(Problem("garbage-record", segment_name(seg), f"garbage record of {rec} bytes "
                                     f"for a segment that does not exist", True))
@@ -325,7 +429,8 @@ def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[i
             notes.append(f"{segment_name(seg)}: {real - rec} bytes of frames no entry points at and no "
                          f"garbage record knows (left by a crash between append and commit)")
         elif rec > real:
-            # Worse than a wrong figure: a segment whose record covers it is deleted as dead.
+            # Worse than a wrong figure: a segment whose record covers it is a deletion candidate
+            # (fs/reclaim.py still checks the chunk map first).
             problems.append(Problem("garbage-record", segment_name(seg), f"garbage record of {rec} bytes, "
                                     f"but only {real} bytes of the segment are dead", True))
 
@@ -337,33 +442,35 @@ def _kind(inode: Inode) -> str:
 
 # -- repair ---------------------------------------------------------------------------------------------
 
-def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chunk_size: int) -> None:
+def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chunk_size: int,
+            frames: _Frames) -> None:
     """Fix everything fixable, in one write transaction, from the state inside it."""
     with meta.write() as t:
-        tree = _tree(t, None)
-        inodes = tree.inodes
-        sound = set(tree.dirents)
-        for parent, name, _child, _kind in list(t.all_dirents()):
-            if (parent, name) not in sound:
+        damaged: list[DamagedRecord] = []
+        tree = _tree(t, None, damaged)
+        for parent, name, child, _kind in list(t.all_dirents(damaged=[])):
+            if (parent, name) not in tree.dirents and parent not in tree.damaged and child not in tree.damaged:
                 t.del_dirent(parent, name)
         for (parent, name), (child, kind) in tree.dirents.items():
             t.put_dirent(parent, name, child, kind)  # rewrites a wrong file type, else the same
-        for ino in sorted({ino for ino, _i, _e, _f in t.all_chunks()} | t.owners("symlinks")
-                          | t.owners("xattrs")):
-            inode = inodes.get(ino)
-            if inode is None:
-                t.delete_inode(ino)  # everything it owned; frames become garbage
-            elif not stat.S_ISREG(inode.mode):
-                t.delete_chunks_from(ino, 0)
-            else:
-                first = -(-inode.size // chunk_size)
-                t.delete_chunks_from(ino, first)
+        _recreate_missing(t, tree, chunk_size)
+        for ino in sorted(t.owners("xattrs") - set(tree.inodes) - tree.damaged):
+            for key_name in list(t.xattr_names(ino, damaged=[])):
+                t.del_xattr(ino, key_name)
+        for ino, size in frames.extend.items():
+            inode = tree.inodes.get(ino)
+            if inode is not None and size > inode.size:
+                t.put_inode(inode.evolve(size=size))
+                tree.inodes[ino] = inode.evolve(size=size)
+        for db in REBUILT_DBS:
+            for record in t.damaged_records(db):
+                t.delete_record(db, record.key)  # rebuilt below, or a lost mark or hint
         for ino, _parent, _name in t.orphans():
-            if ino not in inodes:
+            if ino not in tree.inodes and ino not in tree.damaged:
                 t.del_orphan(ino)
         _attach_lost(t, tree)
         # Link counts and parent pointers from the repaired namespace.
-        tree = _tree(t, None)
+        tree = _tree(t, None, [])
         subdirs: dict[int, int] = {}
         for (parent, _name), (child, kind) in tree.dirents.items():
             if stat.S_ISDIR(kind):
@@ -379,20 +486,43 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
                 fixed = inode.evolve(nlink=len(tree.names.get(ino, ())))
             if fixed != inode:
                 t.put_inode(fixed)
-        tree = _tree(t, None)
+    with meta.write() as t:  # totals from the repaired state (the inode counts are committed now)
+        tree = _tree(t, None, [])
         want, garbage = _totals(t, tree, sizes, headers)
-        for seg, rec in t.garbage_by_segment().items():
-            if seg not in sizes:
-                t.adjust_garbage(seg, -rec)
-        records = t.garbage_by_segment()
-        for seg, real in garbage.items():
-            t.adjust_garbage(seg, real - records.get(seg, 0))
+        if not frames.damaged_chunks:
+            for seg, rec in t.garbage_by_segment().items():
+                if seg not in sizes:
+                    t.adjust_garbage(seg, -rec)
+            records = t.garbage_by_segment()
+            for seg, real in garbage.items():
+                t.adjust_garbage(seg, real - records.get(seg, 0))
+            want["garbage_bytes"] = sum(t.garbage_by_segment().values())
+        else:
+            want["garbage_bytes"] = sum(t.garbage_by_segment().values())
         have = t.counters()
         for counter in set(want) | {k for k in have if k not in HISTORY_COUNTERS}:
             t.set_counter(counter, want.get(counter, 0))
-        top = max(tree.inodes, default=ROOT_INO)
+        top = max(set(tree.inodes) | tree.damaged, default=ROOT_INO)
         if t.counter("next_ino") <= top:
             t.set_counter("next_ino", top + 1)
+
+
+def _recreate_missing(t: Txn, tree: _Tree, chunk_size: int) -> None:
+    """Give chunks or a symlink target whose inode is missing (not damaged) a new inode of that number,
+    nameless: _attach_lost then links it into /lost+found. Owned only by root, since the owner is
+    unknown."""
+    missing = (t.owners("chunks") | t.owners("symlinks")) - set(tree.inodes) - tree.damaged
+    now = time.time_ns()
+    for ino in sorted(missing):
+        target = t.get_symlink(ino)
+        if target is not None:
+            inode = Inode(ino, stat.S_IFLNK | 0o777, 0, 0, 0, len(target), now, now, now)
+        else:
+            size = max((index * chunk_size + e.raw_len for index, e in t.chunks_of(ino)), default=0)
+            inode = Inode(ino, stat.S_IFREG | 0o600, 0, 0, 0, size, now, now, now)
+        inode = inode.evolve(count=t.records_of(inode))
+        t.put_inode(inode)
+        tree.inodes[ino] = inode
 
 
 def _attach_lost(t: Txn, tree: _Tree) -> None:
@@ -428,7 +558,8 @@ def _lost_found(t: Txn, tree: _Tree) -> int:
     if existing is not None and stat.S_ISDIR(tree.inodes[existing[0]].mode):
         return existing[0]
     name = LOST_FOUND if existing is None else LOST_FOUND + b"." + str(time.time_ns()).encode()
-    ino = t.alloc_ino()
+    ino = max(t.counter("next_ino"), t.highest_ino() + 1)
+    t.set_counter("next_ino", ino + 1)
     now = time.time_ns()
     inode = Inode(ino, stat.S_IFDIR | 0o700, 0, 0, 2, 0, now, now, now, 0, ROOT_INO)
     t.put_inode(inode)
@@ -442,7 +573,8 @@ def _lost_found(t: Txn, tree: _Tree) -> int:
 # -- the command ----------------------------------------------------------------------------------------
 
 def fsck(store: Path, repair: bool = False, progress: Progress | None = None) -> FsckReport:
-    """Check the unmounted store (its lock is taken: a mounted store is refused with StoreError)."""
+    """Check the unmounted store (its lock is taken: a mounted store is refused with StoreError).
+    Without ``repair`` nothing is written, so a read-only store can be checked."""
     config = read_config(store)
     lock = lock_store(store)
     try:
@@ -453,8 +585,9 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
         segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
         meta.on_freed = segments.punch
         try:
-            return _run(store, meta, segments, CodecTable(load_resources(meta)), config.chunk_size, repair,
-                        progress)
+            damaged: list[DamagedRecord] = []
+            table = CodecTable(load_resources(meta, damaged))
+            return _run(store, meta, segments, table, config.chunk_size, repair, progress, damaged)
         finally:
             meta.close()
             segments.close()
@@ -463,30 +596,50 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
 
 
 def _run(store: Path, meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,
-         repair: bool, progress: Progress | None) -> FsckReport:
+         repair: bool, progress: Progress | None, damaged: list[DamagedRecord]) -> FsckReport:
     report = FsckReport(str(store), repair=repair)
     sizes = {seg: segments.size_of(seg) for seg in segments.segment_ids()}
     headers = {seg: segments.header_size(seg) for seg in sizes}
-    with meta.read() as t:
-        tree = _tree(t, report.problems)
-        verified = _check_frames(t, tree, segments, sizes, table, chunk_size, report.problems, progress)
-        _check_structure(t, tree, sizes, headers, report.problems, report.notes)
-        report.checked = {"inodes": len(tree.inodes), "dirents": t.entry_count("dirents"),
-                          "chunks": t.entry_count("chunks"), "frames_verified": verified,
-                          "segments": len(sizes)}
+    try:
+        with meta.read() as t:
+            tree = _tree(t, report.problems, damaged)
+            frames = _check_frames(t, tree, segments, sizes, table, chunk_size, report.problems, damaged,
+                                   progress)
+            _check_segments(segments, sizes, report.problems, report.notes)
+            _check_structure(t, tree, sizes, headers, report.problems, report.notes, damaged,
+                             frames.damaged_chunks)
+            for db in ("symlinks", "xattrs", "temps"):
+                damaged += t.damaged_records(db)
+            report.problems[:0] = _damage_problems(tree, damaged, chunk_size)
+            report.checked = {"inodes": len(tree.inodes), "dirents": t.entry_count("dirents"),
+                              "chunks": t.entry_count("chunks"), "frames_verified": frames.verified,
+                              "segments": len(sizes)}
+    except MetaError as e:
+        if isinstance(e, CorruptRecord):
+            raise
+        report.problems.append(Problem("metadata-unreadable", str(store), f"LMDB's structure is damaged, "
+                                       f"the check stopped: {e}", False))
+        return report
     if not repair or not (any(p.fixable for p in report.problems) or report.notes):
         return report
-    _repair(meta, sizes, headers, chunk_size)
+    _repair(meta, sizes, headers, chunk_size, frames)
     # What is left is what the repair could not fix: check again (frames are not read again: the
     # repair changes no frame) and mark as repaired what no longer shows.
     after: list[Problem] = []
     with meta.read() as t:
-        tree = _tree(t, after)
-        _check_structure(t, tree, sizes, headers, after, [])
+        again: list[DamagedRecord] = []
+        tree = _tree(t, after, again)
+        list(t.all_chunks(damaged=again))
+        _check_structure(t, tree, sizes, headers, after, [], again, frames.damaged_chunks)
+        for db in ("symlinks", "xattrs", "temps", "blobs"):
+            again += t.damaged_records(db)
+        after[:0] = _damage_problems(tree, again, chunk_size)
     left = {(p.kind, p.path, p.message) for p in after}
     before = {(p.kind, p.path, p.message) for p in report.problems}
     for p in report.problems:
         p.repaired = p.fixable and (p.kind, p.path, p.message) not in left
+        if p.kind == "chunk-past-eof":
+            p.repaired = p.ino in frames.extend
         if not p.repaired and p.ino is not None and p.ino in tree.inodes:
             p.path = tree.path(p.ino)  # a lost file now has its /lost+found name
     report.problems += [p for p in after if (p.kind, p.path, p.message) not in before]
@@ -498,9 +651,9 @@ def render(report: FsckReport) -> str:
     for p in report.problems:
         state = "REPAIRED" if p.repaired else "DAMAGE  "
         action = ""
-        if not p.repaired and p.kind in ("chunk-corrupt", "chunk-dangling"):
-            action = "  [kept: reads of these bytes give EIO; restore or overwrite them]"
-        elif not p.repaired and p.fixable:
+        if not p.repaired and not p.fixable:
+            action = "  [kept: what depends on it reads as EIO; restore or overwrite it]"
+        elif not p.repaired:
             action = "  [run with --repair to fix]" if not report.repair else "  [repair did not fix it]"
         lines.append(f"{state} {p.kind:<22} {p.path}: {p.message}{action}")
     for note in report.notes:

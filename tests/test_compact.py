@@ -117,7 +117,8 @@ def test_compact_reclaims_and_keeps_every_byte(tmp_path: Path) -> None:
         report = run_compact(parts, progress=lambda d, t: seen.append((d, t)), min_garbage=0.0)
     finally:
         parts.close()
-    assert report.frames_moved > 0 and report.segments_removed == report.segments_rewritten >= 1
+    # Removed: the rewritten segments and any that were already all dead (offline, nothing else deletes them).
+    assert report.frames_moved > 0 and report.segments_removed >= report.segments_rewritten >= 1
     assert not report.interrupted
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] > 0  # progress from 0 to the total
     assert apparent(store) < before

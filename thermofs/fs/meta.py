@@ -506,8 +506,8 @@ class Txn:
         else:
             self._txn.delete(key, db=self._db["garbage"])
 
-    def chunks_of(self, ino: int, start: int = 0) -> Iterator[tuple[int, ChunkEntry]]:
-        for k, v in self._scan("chunks", U64.pack(ino), start=_chunk_key(ino, start)):
+    def chunks_of(self, ino: int, start: int = 0, damaged: Damaged | None = None) -> Iterator[tuple[int, ChunkEntry]]:
+        for k, v in self._scan("chunks", U64.pack(ino), start=_chunk_key(ino, start), damaged=damaged):
             yield U64.unpack(k[8:])[0], _chunk(k, v)[0]
 
     def delete_chunks_from(self, ino: int, start: int) -> None:
@@ -693,9 +693,13 @@ class Txn:
             pass
         return found
 
-    def delete_record(self, db: str, key: bytes) -> None:
-        """Remove one record as it is, without accounting (fsck --repair, for a damaged one)."""
-        self._txn.delete(key, db=self._db[db])
+    def delete_record(self, db: str, key: bytes) -> bool:
+        """Remove one record as it is, without accounting (fsck --repair, for a damaged one); False if
+        LMDB cannot even address it (a key whose stored length is damaged)."""
+        try:
+            return bool(self._txn.delete(key, db=self._db[db]))
+        except lmdb.BadValsizeError:
+            return False
 
     def records_of(self, inode: Inode) -> int:
         """The records an inode's ``count`` counts, damaged ones included: its chunk entries (a

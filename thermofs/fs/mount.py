@@ -20,6 +20,7 @@ from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.control import ControlServer, Handler
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
+from thermofs.fs.reclaim import Reclaimer
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, StoreLock, open_meta, parse_size, read_config, secure
@@ -96,19 +97,28 @@ class Parts:
     tracker: Tracker
     cooler: Cooler
     trainer: Trainer
+    reclaimer: Reclaimer
 
     def close(self) -> None:
-        self.cooler.stop()
-        self.volume.close()
-        self.tracker.flush()
-        self.pool.shutdown()
-        self.segments.close()
-        self.meta.close()
+        """Close every part, last built first. A part that fails to close (the tracker cannot write
+        its hints into damaged metadata) is logged and the others still close; the first failure
+        is raised at the end."""
+        failed: Exception | None = None
+        for step in (self.cooler.stop, self.reclaimer.stop, self.volume.close, self.tracker.flush,
+                     self.pool.shutdown, self.segments.close, self.meta.close):
+            try:
+                step()
+            except Exception as e:
+                log.exception("closing the volume: %s failed", step.__qualname__)
+                failed = failed or e
+        if failed is not None:
+            raise failed
 
 
 def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes: int = DEFAULT_DIRTY_BYTES,
                 options: MountOptions | None = None, clock: Callable[[], float] = time.time) -> Parts:
-    """Build every part of a volume (the cooler is built, not started). The caller holds the lock.
+    """Build every part of a volume and recover it after a crash (the cooler and the reclaimer are
+    built, not started). The caller holds the lock.
     ``clock`` drives the policy (a simulated one in tests and replays)."""
     options = options or MountOptions(cache_bytes, dirty_bytes)
     config = read_config(store)
@@ -124,13 +134,16 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     chunks = ChunkStore(segments, table, hot, config.chunk_size)
     params = PolicyParams().with_options({**config.policy, **options.policy})
     tracker = Tracker(meta, params, clock)
-    volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker)
+    reclaimer = Reclaimer(meta, segments)
+    volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker,
+                    reclaimer)
+    volume.recover()
     slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
     trainer = Trainer(meta, chunks, resources, model_trainer(table))
     cold = table.parse(config.cold_codec)
     cooler = Cooler(volume, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,
                     prepare=trainer.ensure_dictionaries if uses_dictionaries(cold) else None)
-    return Parts(config, meta, segments, pool, volume, tracker, cooler, trainer)
+    return Parts(config, meta, segments, pool, volume, tracker, cooler, trainer, reclaimer)
 
 
 def uses_dictionaries(spec: CodecSpec) -> bool:
@@ -280,6 +293,7 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
         parts = open_volume(store, options=options)
         if options.cooler:
             parts.cooler.start()
+        parts.reclaimer.start()
         control = ControlServer(store, handlers(parts) if handlers is not None else {})
         control.start()
         fuse_opts = {"fsname": f"thermofs:{store}", "subtype": "thermofs", "default_permissions": True}

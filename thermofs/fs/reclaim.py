@@ -101,8 +101,8 @@ class Reclaimer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def wake(self) -> None:
-        """Frames were freed: run a pass soon."""
+    def freed(self) -> None:
+        """Frames died: run a pass soon (fs/volume.py's SpaceWatcher)."""
         self._wake.set()
 
     def start(self) -> None:

@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from thermofs.codecs import CodecSpec
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr,
                                 NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
+from thermofs.fs.meta import (INLINE_SEGMENT, ROOT_INO, U64, ChunkEntry, CorruptRecord, Damaged, Inode, MetaStore,
+                              Txn)
 from thermofs.fs.openfile import AccessObserver, Birth, OpenFile, WriteBudget, link_new_inode
 
 log = logging.getLogger("thermofs.volume")
@@ -77,10 +79,19 @@ def _name(name: str) -> bytes:
     return raw
 
 
+class SpaceWatcher(Protocol):
+    """Told when frames died (the reclaimer, which may then delete segments holding only garbage)."""
+
+    def freed(self) -> None: ...
+
+
 class Volume:
     def __init__(self, meta: MetaStore, chunks: ChunkStore, cache: ChunkCache, pool: ThreadPoolExecutor,
-                 dirty_limit: int = DEFAULT_DIRTY_BYTES, observer: AccessObserver | None = None) -> None:
+                 dirty_limit: int = DEFAULT_DIRTY_BYTES, observer: AccessObserver | None = None,
+                 space: SpaceWatcher | None = None) -> None:
+        """Writes nothing: recover() is the explicit step that brings a store back after a crash."""
         self.meta = meta
+        self._space = space
         self._observer = observer
         self.chunks = chunks
         self.cache = cache
@@ -102,8 +113,10 @@ class Volume:
         self._ns_lock = threading.RLock()
         # Inode numbers are reserved from LMDB in blocks, so a deferred create needs no commit.
         self._ino_next = self._ino_limit = 0
-        self._account_crash_leftovers()
-        self._purge_orphans()
+        # Directories whose entries were all verified and counted this mount (invariant 6): a name
+        # not found in them is truly absent. Only grows: every change keeps the counts.
+        self._complete_dirs: set[int] = set()
+        self._recovered = False
 
     # -- paths --------------------------------------------------------------------------------------
     def resolve(self, path: str) -> int:
@@ -122,10 +135,22 @@ class Volume:
                     # Only directories have entries: which error is right needs the inode, but
                     # only on this path (getattr, the most frequent request, resolves every call).
                     inode = t.get_inode(ino)
-                    raise NotFound(path) if inode is not None and stat.S_ISDIR(inode.mode) else NotADir(path)
+                    if inode is not None and stat.S_ISDIR(inode.mode):
+                        self._verify_dir(t, ino, part)
+                        raise NotFound(path)
+                    raise NotADir(path)
                 child = pending.ino
             ino = child
+        if ino != ROOT_INO and t.get_inode(ino) is None and ino not in self._files:
+            raise CorruptRecord("inodes", U64.pack(ino), f"{path!r} names inode {ino}, which is missing")
         return ino
+
+    def _verify_dir(self, t: Txn, ino: int, missed: bytes) -> None:
+        """A name was not found in directory ``ino``: check once per mount that no entry of it was
+        lost to damage (invariant 6), so the answer is ENOENT only if the name is truly absent."""
+        if ino not in self._complete_dirs:
+            t.verify_complete(ino, U64.pack(ino) + missed)
+            self._complete_dirs.add(ino)
 
     def _resolve_parent(self, t: Txn, path: str) -> tuple[Inode, bytes]:
         head, _, tail = path.rstrip("/").rpartition("/")
@@ -229,6 +254,9 @@ class Volume:
                 raise NotADir(f"inode {ino}")
             out = [(".", ino, stat.S_IFDIR), ("..", inode.parent or ino, stat.S_IFDIR)]
             out.extend((os.fsdecode(name), child, kind) for name, child, kind in t.list_dir(ino))
+            if len(out) - 2 != inode.count:  # an entry lost to damage (invariant 6)
+                raise CorruptRecord("dirents", U64.pack(ino), f"directory {ino} lists {len(out) - 2} "
+                                                              f"entries, its inode counts {inode.count}")
             seen = {name for name, _child, _kind in out}
         for (parent, name), f in list(self._creating.items()):
             if parent == ino and os.fsdecode(name) not in seen:
@@ -661,23 +689,30 @@ class Volume:
         return done
 
     def _reclaim(self) -> None:
-        """Delete segments that hold only garbage: space of deleted files returns to the disk at
-        once (partly live segments wait for compaction)."""
-        with self.meta.read() as t:
-            garbage = t.garbage_by_segment()
-        for seg in self.chunks.dead_segments(garbage):
-            # Record first, file second: a crash in between leaves a file nothing points at, which
-            # compaction deletes. (The other order could leave a record of garbage that a reused
-            # segment id would then count against live frames.)
-            with self.meta.write() as t:
-                t.forget_segment(seg)
-            self.chunks.remove_segment(seg)
+        """Frames were freed: segments that hold only garbage may go (fs/reclaim.py decides, in the
+        background, after a scan of the chunk map)."""
+        if self._space is not None:
+            self._space.freed()
+
+    def recover(self) -> None:
+        """The explicit, logged step that brings a store back after a crash, before it serves: files
+        unlinked while open when the daemon died are purged, and if the volume was not closed cleanly
+        each segment's garbage is recounted from the chunk map. Marks the volume open."""
+        with self.meta.write() as t:
+            crashed = t.counter("open") > 0
+            if not crashed:
+                t.bump("open", 1)
+        if crashed:
+            self._account_crash_leftovers()
+        self._purge_orphans()
+        self._recovered = True
 
     def _purge_orphans(self) -> None:
         """Files unlinked while open when the daemon died: nothing can reach them any more."""
         now = time.time_ns()
+        damaged: Damaged = []
         with self.meta.write() as t:
-            for ino, parent, name in t.orphans():
+            for ino, parent, name in t.orphans(damaged=damaged):
                 t.del_orphan(ino)
                 inode = t.get_inode(ino)
                 if inode is None:
@@ -687,28 +722,32 @@ class Volume:
                 elif t.lookup(parent, name) == ino:
                     t.del_dirent(parent, name)
                     self._drop_link(t, inode, now)
+        for record in damaged:
+            log.error("a damaged orphan record is left for fsck: %s", record.why)
         self._reclaim()
 
     def _account_crash_leftovers(self) -> None:
-        """After an unclean shutdown (the ``open`` mark is still set), frames that were appended but
-        never committed (a kill -9 between a writer's or the cooler's append and its commit) are
-        garbage no record knows: recount each segment's garbage as its size minus its live frames.
-        One scan of the chunk map, only after a crash."""
-        with self.meta.write() as t:
-            crashed = t.counter("open") > 0
-            if not crashed:
-                t.bump("open", 1)
-                return
-            live = t.live_bytes_by_segment()
-            records = t.garbage_by_segment()
-            for seg in self.chunks.segments.segment_ids():
-                dead = max(0, self.chunks.segments.frame_bytes(seg) - live.get(seg, 0))
-                t.adjust_garbage(seg, dead - records.get(seg, 0))
+        """After an unclean shutdown, frames that were appended but never committed (a kill -9
+        between a writer's or the cooler's append and its commit) are garbage no record knows:
+        recount each segment's garbage as its frame bytes minus its live frames. One scan of the
+        chunk map, only after a crash; skipped (and left to fsck) if a chunk record is damaged."""
+        segments = self.chunks.segments
+        try:
+            with self.meta.write() as t:
+                live = t.live_bytes_by_segment()
+                records = t.garbage_by_segment()
+                for seg in segments.segment_ids():
+                    dead = max(0, segments.frame_bytes(seg) - live.get(seg, 0))
+                    t.adjust_garbage(seg, dead - records.get(seg, 0))
+        except CorruptRecord as e:
+            log.error("the volume was not closed cleanly and its garbage was not recounted: %s", e)
+            return
         log.info("the volume was not closed cleanly: garbage recounted from the chunk map")
 
     def close(self) -> None:
         with self._ns_lock:
             self.flush_all()
             self._creating.clear()
-        with self.meta.write() as t:
-            t.bump("open", -t.counter("open"))
+        if self._recovered:
+            with self.meta.write() as t:
+                t.bump("open", -t.counter("open"))

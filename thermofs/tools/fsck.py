@@ -518,7 +518,7 @@ def _recreate_missing(t: Txn, tree: _Tree, chunk_size: int) -> None:
         if target is not None:
             inode = Inode(ino, stat.S_IFLNK | 0o777, 0, 0, 0, len(target), now, now, now)
         else:
-            size = max((index * chunk_size + e.raw_len for index, e in t.chunks_of(ino)), default=0)
+            size = max((index * chunk_size + e.raw_len for index, e in t.chunks_of(ino, damaged=[])), default=0)
             inode = Inode(ino, stat.S_IFREG | 0o600, 0, 0, 0, size, now, now, now)
         inode = inode.evolve(count=t.records_of(inode))
         t.put_inode(inode)
@@ -622,18 +622,26 @@ def _run(store: Path, meta: MetaStore, segments: SegmentStore, table: CodecTable
         return report
     if not repair or not (any(p.fixable for p in report.problems) or report.notes):
         return report
-    _repair(meta, sizes, headers, chunk_size, frames)
     # What is left is what the repair could not fix: check again (frames are not read again: the
     # repair changes no frame) and mark as repaired what no longer shows.
     after: list[Problem] = []
-    with meta.read() as t:
-        again: list[DamagedRecord] = []
-        tree = _tree(t, after, again)
-        list(t.all_chunks(damaged=again))
-        _check_structure(t, tree, sizes, headers, after, [], again, frames.damaged_chunks)
-        for db in ("symlinks", "xattrs", "temps", "blobs"):
-            again += t.damaged_records(db)
-        after[:0] = _damage_problems(tree, again, chunk_size)
+    try:
+        _repair(meta, sizes, headers, chunk_size, frames)
+        with meta.read() as t:
+            again: list[DamagedRecord] = []
+            tree = _tree(t, after, again)
+            list(t.all_chunks(damaged=again))
+            _check_structure(t, tree, sizes, headers, after, [], again, frames.damaged_chunks)
+            for db in ("symlinks", "xattrs", "temps", "blobs"):
+                again += t.damaged_records(db)
+            after[:0] = _damage_problems(tree, again, chunk_size)
+    except MetaError as e:
+        if isinstance(e, CorruptRecord):
+            raise
+        report.problems.append(Problem("repair-failed", str(store), f"LMDB's structure is damaged, the "
+                                       f"repair stopped ({e}); what it had not committed was rolled back. "
+                                       f"Copy the files out (what reads is exact) into a new volume", False))
+        return report
     left = {(p.kind, p.path, p.message) for p in after}
     before = {(p.kind, p.path, p.message) for p in report.problems}
     for p in report.problems:

@@ -55,6 +55,7 @@ from typing import NamedTuple, cast
 
 import lmdb
 
+from thermofs.fs import lmdbcheck
 from thermofs.fs.errors import MetaError, NoSpace
 
 U64 = struct.Struct(">Q")
@@ -172,6 +173,10 @@ class Identity:
                        int(fields["headers_from"]))
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptRecord("volume", IDENTITY_KEY, f"unreadable identity record: {e}") from None
+
+
+class MetaDamaged(MetaError):
+    """The LMDB data file is missing, empty, truncated or structurally damaged: it is not opened."""
 
 
 class CorruptRecord(MetaError):
@@ -667,6 +672,10 @@ class Txn:
                 live[entry.segment] = live.get(entry.segment, 0) + entry.frame_len
         return live
 
+    def sound_keys(self, db: str) -> list[bytes]:
+        """The keys of ``db`` whose records verify."""
+        return [key for key, _payload in self._scan(db, damaged=[])]
+
     def owners(self, db: str) -> set[int]:
         """Inode numbers that own at least one key of a sub-database keyed by ino (+ suffix)."""
         cur = self._txn.cursor(db=self._db[db])
@@ -688,18 +697,44 @@ class Txn:
 
     def damaged_records(self, db: str) -> list[DamagedRecord]:
         """Every record of ``db`` that fails verification (fsck)."""
-        found: Damaged = []
-        for _record in self._scan(db, damaged=found):
-            pass
-        return found
+        return [DamagedRecord(db, key, why) for key, _stored, why in self._take_damaged(db, take=False)]
 
-    def delete_record(self, db: str, key: bytes) -> bool:
-        """Remove one record as it is, without accounting (fsck --repair, for a damaged one); False if
-        LMDB cannot even address it (a key whose stored length is damaged)."""
-        try:
-            return bool(self._txn.delete(key, db=self._db[db]))
-        except lmdb.BadValsizeError:
-            return False
+    def drop_damaged(self, db: str) -> int:
+        """Delete every damaged record of ``db``, without accounting (fsck --repair, for records it
+        rebuilds or that only held hints)."""
+        return len(self._take_damaged(db, take=True))
+
+    def rehome_damaged(self, db: str) -> int:
+        """Put every damaged record of ``db`` back at its place in key order, unchanged: still
+        damaged (EIO, fsck reports it), but a key damaged out of order no longer misleads LMDB's
+        searches for the records around it (fsck --repair, before it changes anything else)."""
+        taken = self._take_damaged(db, take=True)
+        for key, stored, _why in taken:
+            # Not over a record that holds the key in its place: a damaged key may have become the
+            # key of another record (then the damaged copy goes; its own key is missing either way).
+            if key and len(key) <= 511:
+                self._txn.put(key, stored, db=self._db[db], overwrite=False)
+        return len(taken)
+
+    def _take_damaged(self, db: str, take: bool) -> list[tuple[bytes, bytes, str]]:
+        """(key, stored value, why) of every damaged record, through the cursor (a record whose key
+        was damaged may sit out of key order, where a lookup by key cannot find it); ``take``:
+        delete them as they are found."""
+        found: list[tuple[bytes, bytes, str]] = []
+        cur = self._txn.cursor(db=self._db[db])
+        more = cur.first()
+        while more:
+            key, stored = cast(tuple[bytes, bytes], cur.item())
+            try:
+                unseal(db, key, stored)
+            except CorruptRecord as e:
+                found.append((key, stored, str(e)))
+                if take:
+                    cur.delete()  # moves to the next record, if any
+                    more = bool(cur.key())
+                    continue
+            more = cur.next()
+        return found
 
     def records_of(self, inode: Inode) -> int:
         """The records an inode's ``count`` counts, damaged ones included: its chunk entries (a
@@ -743,11 +778,11 @@ def check_lmdb_file(path: Path) -> None:
             size = os.fstat(fh.fileno()).st_size
             head = fh.read(2 * 65536)
     except FileNotFoundError:
-        raise MetaError(f"the metadata file {data} is missing") from None
+        raise MetaDamaged(f"the metadata file {data} is missing") from None
     except OSError as e:
         raise MetaError(f"cannot read the metadata file {data}: {e.strerror}") from None
     if size == 0:
-        raise MetaError(f"the metadata file {data} is empty")
+        raise MetaDamaged(f"the metadata file {data} is empty")
     metas = []
     psize = 0
     for page in range(2):
@@ -759,10 +794,10 @@ def check_lmdb_file(path: Path) -> None:
             psize = psize or page_size
             metas.append((txnid, last_pg, page_size))
     if not metas:
-        raise MetaError(f"the metadata file {data} has no valid LMDB meta page (damaged or not LMDB)")
+        raise MetaDamaged(f"the metadata file {data} has no valid LMDB meta page (damaged or not LMDB)")
     _txnid, last_pg, page_size = max(metas)
     if (last_pg + 1) * page_size > size:
-        raise MetaError(f"the metadata file {data} is truncated: {size} bytes, its meta page says "
+        raise MetaDamaged(f"the metadata file {data} is truncated: {size} bytes, its meta page says "
                         f"{(last_pg + 1) * page_size}")
 
 
@@ -782,15 +817,27 @@ class MetaStore:
     """The LMDB environment of a volume. Thread-safe: LMDB serializes writers, readers never block."""
 
     def __init__(self, path: Path, readonly: bool = False, create: bool = False,
-                 on_freed: Callable[[list[tuple[int, int, int]]], None] | None = None) -> None:
+                 on_freed: Callable[[list[tuple[int, int, int]]], None] | None = None,
+                 check_structure: bool = True) -> None:
         """Open the environment at ``path`` (``create``: make it, for mkfs; otherwise it must exist
-        and be sound). ``on_freed`` is called after each commit that made frames garbage (the
-        segment store punches them out of their files, so deleting data frees disk space at once);
-        the assembly may set it later, once the segment store exists. Writes nothing unless ``create``."""
+        and be sound: its structure is checked unless ``check_structure`` is off, for a read-only
+        look at an environment another process has open). ``on_freed`` is called after each commit
+        that made frames garbage (the segment store punches them out of their files, so deleting data
+        frees disk space at once); the assembly may set it later, once the segment store exists.
+        Writes nothing unless ``create``, but a writable open forgets the clean-close fingerprint."""
         self.on_freed = on_freed
         self.readonly = readonly
+        self.path = path
         if not create:
             check_lmdb_file(path)
+            if check_structure:
+                problems = lmdbcheck.verify(path)
+                if problems:
+                    raise MetaDamaged(f"the metadata file {path / 'data.mdb'} is damaged: "
+                                      + "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)"
+                                                                   if len(problems) > 3 else ""))
+            if not readonly:
+                lmdbcheck.forget_clean(path)
         elif path.exists() and any(path.iterdir()):
             raise MetaError(f"cannot create a metadata store in {path}: not empty")
         else:
@@ -844,6 +891,9 @@ class MetaStore:
         except lmdb.Error as e:
             txn.abort()
             raise _map_lmdb_error(e) from e
+        except SystemError as e:  # py-lmdb's Cursor.delete on a damaged page
+            txn.abort()
+            raise MetaError(f"LMDB: {e.__cause__ or e}") from e
         except BaseException:
             txn.abort()
             raise
@@ -852,3 +902,8 @@ class MetaStore:
 
     def close(self) -> None:
         self.env.close()
+        if not self.readonly:
+            try:
+                lmdbcheck.record_clean(self.path)  # the next open needs one hash, not a walk
+            except OSError:
+                pass  # it will walk instead

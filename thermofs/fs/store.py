@@ -25,7 +25,7 @@ from pathlib import Path
 
 from thermofs.codecs import CodecTable
 from thermofs.fs.errors import MetaError, StoreError
-from thermofs.fs.meta import ROOT_INO, Identity, Inode, MetaStore
+from thermofs.fs.meta import ROOT_INO, Identity, Inode, MetaDamaged, MetaStore
 from thermofs.policy.temperature import PolicyParams
 
 log = logging.getLogger("thermofs.store")
@@ -156,18 +156,26 @@ def read_config(store: Path) -> StoreConfig:
     return cfg
 
 
-def open_meta(store: Path, cfg: StoreConfig, readonly: bool = False) -> tuple[MetaStore, Identity]:
-    """Open the store's LMDB and check it is this volume's: present, not empty, not truncated, its
-    identity record sound and equal to thermofs.json's. A store failing any check is refused, never
-    opened as a fresh namespace over the segments beside it."""
+class DamagedMetadata(StoreError):
+    """The store's LMDB is missing, empty, truncated, structurally damaged or another volume's."""
+
+
+def open_meta(store: Path, cfg: StoreConfig, readonly: bool = False,
+              check_structure: bool = True) -> tuple[MetaStore, Identity]:
+    """Open the store's LMDB and check it is this volume's: present, not empty, not truncated, sound
+    in structure (``check_structure`` off only for a look at a store a daemon has open), its identity
+    record sound and equal to thermofs.json's. A store failing any check is refused, never opened as
+    a fresh namespace over the segments beside it."""
     if cfg.version != FORMAT_VERSION:
         raise StoreError(f"{store} has format version {cfg.version}; mount it (or run 'thermofs fsck --repair') "
                          f"once to upgrade it to version {FORMAT_VERSION}")
     try:
-        meta = MetaStore(store / "meta.lmdb", readonly=readonly)
+        meta = MetaStore(store / "meta.lmdb", readonly=readonly, check_structure=check_structure)
+    except MetaDamaged as e:
+        raise DamagedMetadata(f"{e}; the volume's metadata is lost or damaged, so nothing was opened "
+                              f"(restore meta.lmdb from a backup; its segments are left untouched)") from None
     except MetaError as e:
-        raise StoreError(f"{e}; the volume's metadata is lost or damaged, so nothing was opened "
-                         f"(restore meta.lmdb from a backup; its segments are left untouched)") from None
+        raise StoreError(f"cannot open the metadata of {store}: {e}") from None
     try:
         with meta.read() as t:
             identity = t.identity()
@@ -184,7 +192,7 @@ def open_meta(store: Path, cfg: StoreConfig, readonly: bool = False) -> tuple[Me
                    f"(thermofs.json is damaged or was edited)")
     if problem is not None:
         meta.close()
-        raise StoreError(f"{store}: {problem}; nothing was opened")
+        raise DamagedMetadata(f"{store}: {problem}; nothing was opened")
     assert identity is not None
     return meta, identity
 

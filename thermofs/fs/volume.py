@@ -313,6 +313,10 @@ class Volume:
     def readlink(self, ino: int) -> str:
         with self.meta.read() as t:
             target = t.get_symlink(ino)
+            if target is None:
+                inode = t.get_inode(ino)
+                if inode is not None and stat.S_ISLNK(inode.mode):  # its target lost to damage
+                    raise CorruptRecord("symlinks", U64.pack(ino), f"symlink {ino} has no target")
         if target is None:
             raise InvalidArgument(f"inode {ino} is not a symlink")
         return os.fsdecode(target)
@@ -603,8 +607,13 @@ class Volume:
 
     def _xattr(self, t: Txn, ino: int, name: str) -> bytes:
         self._get(t, ino)
-        value = t.get_xattr(ino, os.fsencode(name))
+        raw = os.fsencode(name)
+        value = t.get_xattr(ino, raw)
         if value is None:
+            # Absent, or its record's key damaged out of order? The inode's xattrs are few: a scan
+            # that verifies each and finds the name means LMDB's index is damaged (invariant 6).
+            if raw in t.xattr_names(ino):
+                raise CorruptRecord("xattrs", U64.pack(ino) + raw, "a lookup misses a record a scan finds")
             raise NoAttr(name)
         return value
 

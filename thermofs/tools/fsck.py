@@ -16,9 +16,10 @@ Checks, from one LMDB snapshot:
 
 Repairs (all in one write transaction) never delete the only pointer to data and never guess:
 
-- bad directory entries are removed (an entry naming a damaged inode is kept); lost inodes are linked
-  into ``/lost+found`` as ``#INO`` (created if needed, as e2fsck does), and so are chunks or a symlink
-  target whose inode is missing, under a recreated inode;
+- chunks or a symlink target whose inode is missing get a recreated inode (root's, mode 0600), under
+  the name that still points at it if one does; bad directory entries are removed (an entry naming a
+  damaged inode is kept); lost inodes are linked into ``/lost+found`` as ``#INO`` (created if needed,
+  as e2fsck does);
 - a file whose intact chunks reach past its size is extended to cover them, never cut;
 - link counts, parent pointers, totals and garbage records are set to the recomputed values; damaged
   records that only hold totals, garbage figures, orphan marks or access hints are rewritten or dropped;
@@ -49,7 +50,7 @@ from thermofs.fs.meta import (COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_I
                               DamagedRecord, Inode, MetaStore, Txn)
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore, segment_name
-from thermofs.fs.store import open_meta, read_config, secure
+from thermofs.fs.store import DamagedMetadata, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
 from thermofs.tools.offline import lock_store
 
@@ -60,6 +61,8 @@ EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2
 # Damaged records that hold nothing but what fsck recomputes (totals, garbage figures), marks that a
 # lost inode's link into /lost+found replaces (orphans), or policy hints (temps): dropped by --repair.
 REBUILT_DBS = ("counters", "garbage", "orphans", "temps")
+# Damaged records of data: kept (what depends on them reads as EIO), never guessed at.
+DATA_DBS = ("inodes", "dirents", "chunks", "symlinks", "xattrs", "blobs")
 # What a damaged record of each sub-database means for the user.
 CONSEQUENCE = {
     "inodes": "the file's attributes and data read as EIO",
@@ -176,7 +179,11 @@ def _tree(t: Txn, problems: list[Problem] | None, damaged: list[DamagedRecord]) 
 
     for parent, name, child, kind in raw:
         if parent in bad_inodes or child in bad_inodes:
-            continue  # kept as it is: it leads to a damaged inode, which reads as EIO
+            # Sound entry, damaged inode at one end: kept as it is, and the tree still runs through
+            # it (the damaged inode reads as EIO; what lies below it is reachable).
+            tree.dirents[(parent, name)] = (child, kind)
+            tree.names.setdefault(child, []).append((parent, name))
+            continue
         p = inodes.get(parent)
         if p is None or not stat.S_ISDIR(p.mode):
             bad("dirent-bad-parent", parent, name, f"entry in inode {parent}, which is "
@@ -193,7 +200,9 @@ def _tree(t: Txn, problems: list[Problem] | None, damaged: list[DamagedRecord]) 
         tree.names.setdefault(child, []).append((parent, name))
     # A directory has one name: keep the one its parent pointer agrees with.
     for ino, names in list(tree.names.items()):
-        inode = inodes[ino]
+        inode = inodes.get(ino)
+        if inode is None:
+            continue  # damaged
         if stat.S_ISDIR(inode.mode) and (len(names) > 1 or ino == ROOT_INO):
             keep = [] if ino == ROOT_INO else \
                 [next((n for n in names if n[0] == inode.parent), names[0])]
@@ -446,14 +455,19 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
             frames: _Frames) -> None:
     """Fix everything fixable, in one write transaction, from the state inside it."""
     with meta.write() as t:
+        for db in DATA_DBS:
+            t.rehome_damaged(db)  # kept, but in key order again: searches around them work
+        for db in REBUILT_DBS:
+            t.drop_damaged(db)  # rebuilt below, or a lost mark or hint
         damaged: list[DamagedRecord] = []
         tree = _tree(t, None, damaged)
+        _recreate_missing(t, tree, chunk_size)  # first: an entry naming a recreated inode keeps its name
+        tree = _tree(t, None, [])
         for parent, name, child, _kind in list(t.all_dirents(damaged=[])):
             if (parent, name) not in tree.dirents and parent not in tree.damaged and child not in tree.damaged:
                 t.del_dirent(parent, name)
         for (parent, name), (child, kind) in tree.dirents.items():
             t.put_dirent(parent, name, child, kind)  # rewrites a wrong file type, else the same
-        _recreate_missing(t, tree, chunk_size)
         for ino in sorted(t.owners("xattrs") - set(tree.inodes) - tree.damaged):
             for key_name in list(t.xattr_names(ino, damaged=[])):
                 t.del_xattr(ino, key_name)
@@ -462,9 +476,6 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
             if inode is not None and size > inode.size:
                 t.put_inode(inode.evolve(size=size))
                 tree.inodes[ino] = inode.evolve(size=size)
-        for db in REBUILT_DBS:
-            for record in t.damaged_records(db):
-                t.delete_record(db, record.key)  # rebuilt below, or a lost mark or hint
         for ino, _parent, _name in t.orphans():
             if ino not in tree.inodes and ino not in tree.damaged:
                 t.del_orphan(ino)
@@ -478,6 +489,8 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
         pending = {ino for ino, parent, _name in t.orphans() if not parent}
         for ino, inode in tree.inodes.items():
             if stat.S_ISDIR(inode.mode):
+                if ino != ROOT_INO and not tree.names.get(ino):
+                    continue  # its only name is damaged: left as it is
                 fixed = inode.evolve(nlink=2 + subdirs.get(ino, 0),
                                      parent=ROOT_INO if ino == ROOT_INO else tree.names[ino][0][0])
             elif ino in pending and not tree.names.get(ino):
@@ -508,13 +521,18 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
 
 
 def _recreate_missing(t: Txn, tree: _Tree, chunk_size: int) -> None:
-    """Give chunks or a symlink target whose inode is missing (not damaged) a new inode of that number,
-    nameless: _attach_lost then links it into /lost+found. Owned only by root, since the owner is
-    unknown."""
-    missing = (t.owners("chunks") | t.owners("symlinks")) - set(tree.inodes) - tree.damaged
+    """Give sound chunk records or a symlink target whose inode is missing (not damaged) a new inode of
+    that number: an entry that still names it keeps it, else _attach_lost links it into /lost+found.
+    Owned by root alone, mode 0600, since its owner and mode are unknown."""
+    owners = {ino for ino, _index, _entry, _inline in t.all_chunks(damaged=[])}
+    owners |= {U64.unpack(key)[0] for key in t.sound_keys("symlinks") if len(key) == 8}
+    missing = owners - set(tree.inodes) - tree.damaged
     now = time.time_ns()
     for ino in sorted(missing):
-        target = t.get_symlink(ino)
+        try:
+            target = t.get_symlink(ino)
+        except CorruptRecord:
+            target = None
         if target is not None:
             inode = Inode(ino, stat.S_IFLNK | 0o777, 0, 0, 0, len(target), now, now, now)
         else:
@@ -581,7 +599,12 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
         if repair:
             secure(store)
             config = upgrade(store, config)
-        meta, identity = open_meta(store, config, readonly=not repair)
+        try:
+            meta, identity = open_meta(store, config, readonly=not repair)
+        except DamagedMetadata as e:
+            report = FsckReport(str(store), repair=repair)
+            report.problems.append(Problem("metadata-damaged", str(store / "meta.lmdb"), str(e), False))
+            return report
         segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
         meta.on_freed = segments.punch
         try:

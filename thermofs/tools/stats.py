@@ -27,9 +27,10 @@ def _codecs(counters: dict[str, int], table: CodecTable) -> dict[str, dict[str, 
     return out
 
 
-def volume_stats(store: Path) -> dict[str, Any]:
+def volume_stats(store: Path, mounted: bool = False) -> dict[str, Any]:
+    """The running totals of the store; ``mounted``: a daemon has it open (and checked it)."""
     cfg = read_config(store)
-    meta, _identity = open_meta(store, cfg, readonly=True)
+    meta, _identity = open_meta(store, cfg, readonly=True, check_structure=not mounted)
     try:
         with meta.read() as t:
             c = t.counters()
@@ -55,7 +56,7 @@ def volume_stats(store: Path) -> dict[str, Any]:
 def collect(target: Target) -> dict[str, Any]:
     """LMDB totals (read-only, never blocks the daemon) plus, for a mounted volume, the daemon's
     live figures (``live``; None with ``live_error`` if it did not answer within LIVE_TIMEOUT)."""
-    stats = volume_stats(target.store)
+    stats = volume_stats(target.store, target.mounted)
     stats["mounted"] = target.mounted
     if target.mounted:
         try:
@@ -68,7 +69,7 @@ def collect(target: Target) -> dict[str, Any]:
 def file_stats(store: Path, mountpoint: Path | None, paths: list[Path]) -> dict[str, Any]:
     """Per-file breakdown (like compsize): chunks, codecs, stored bytes; scans only those files."""
     table = CodecTable()
-    meta, _identity = open_meta(store, read_config(store), readonly=True)
+    meta, _identity = open_meta(store, read_config(store), readonly=True, check_structure=mountpoint is None)
     files: dict[str, Any] = {}
     try:
         with meta.read() as t:

@@ -261,3 +261,147 @@ def test_mounts_under_an_address_space_limit(make_mount: Callable[..., Mount], t
     assert proc.returncode == 0
     m.start()
     assert (m.mountpoint / "new").read_bytes() == b"written under the limit"
+
+
+# -- nothing is deleted on the word of one record ------------------------------------------------------
+
+def wait_for_log(m: Mount, text: str, timeout: float = 60) -> str:
+    """The first log line containing ``text``, waiting (bounded) for the daemon to write it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in m.log_path.read_text(errors="replace").splitlines():
+            if text in line:
+                return line
+        time.sleep(0.1)
+    raise AssertionError(f"the daemon never logged {text!r}:\n{m.log_path.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("damage", ["garbage-record", "cut-segment"])
+def test_a_segment_with_live_frames_is_never_deleted(make_mount: Callable[..., Mount], damage: str) -> None:
+    """A garbage record that says a segment is all dead (sealed, so no checksum catches it), or a
+    segment cut short (its frame bytes then fall under its record): the reclaimer's scan of the chunk
+    map finds live frames in it, keeps it and says so."""
+    from thermofs.fs.meta import MetaStore
+    from thermofs.fs.segments import SegmentStore
+
+    m = make_mount(expect_log_errors=True)
+    files = fill(m)
+    (m.mountpoint / "f3").write_bytes(b"overwritten: its old frames are garbage")
+    m.stop()
+    [seg] = sorted((m.store / "segments").glob("*.seg"))
+    seg_id = int(seg.name[:-4])
+    if damage == "garbage-record":
+        meta = MetaStore(m.store / "meta.lmdb")
+        with meta.write() as t:
+            t.adjust_garbage(seg_id, seg.stat().st_size)  # far more than is dead
+        meta.close()
+    else:  # cut short of the garbage it holds: by size alone it looks all dead
+        with open(seg, "r+b") as fh:
+            fh.truncate(32 + 100)
+    before = seg.stat().st_size
+    m.start()
+    wait_for_log(m, "kept (run thermofs fsck)")
+    m.stop()
+    assert seg.exists() and seg.stat().st_size == before
+    m.start()
+    for name, data in files.items():
+        if name == "f3":
+            continue
+        try:
+            assert (m.mountpoint / name).read_bytes() == data
+        except OSError as e:  # the frames cut off with the segment's tail
+            assert damage == "cut-segment" and e.errno == errno.EIO
+
+
+def test_space_is_reclaimed_while_one_open_file_is_overwritten(tmp_path: Path) -> None:
+    """fsx's pattern: one file kept open and overwritten over and over. Segments that only hold dead
+    frames are deleted while it stays open, in the background, without an unlink or a remount."""
+    from thermofs.fs.mount import MountOptions, open_volume
+    from thermofs.fs.reclaim import reclaim
+    from thermofs.fs.store import StoreConfig, mkfs
+
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig(chunk_size=4096, hot_codec="raw"))
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    parts.segments.segment_bytes = 64 << 10  # small segments, so the test rolls many
+    v = parts.volume
+    rng = random.Random(3)
+    try:
+        fh, _inode = v.create("/churn", 0o644, os.getuid(), os.getgid())
+        for _round in range(60):
+            data = rng.randbytes(48 << 10)
+            v.write(fh, 0, data)
+            v.fsync(fh)
+        seen = len(parts.segments.segment_ids())
+        report = reclaim(parts.meta, parts.segments)
+        left = parts.segments.segment_ids()
+        assert seen >= 40 and report.removed and len(left) <= 3, (seen, report, left)
+        assert v.read(fh, 0, 48 << 10) == data  # the open file reads its last content
+        v.release(fh)
+    finally:
+        parts.close()
+
+
+# -- a store on read-only media ------------------------------------------------------------------------
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """``view(store)``: the store seen through a read-only bind mount (unmounted in teardown)."""
+    views: list[Path] = []
+
+    def view(store: Path) -> Path:
+        target = tmp_path / f"ro{len(views)}"
+        target.mkdir()
+        for cmd in (["mount", "--bind", str(store), str(target)],
+                    ["mount", "-o", "remount,bind,ro", str(target)]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.skip(f"cannot make a read-only bind mount: {r.stderr.strip()}")
+            views.append(target) if cmd[1] == "--bind" else None
+        return target
+
+    yield view
+    for target in views:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_read_only_store_mounts_ro_and_is_checked(make_mount: Callable[..., Mount],
+                                                  read_only_view: Callable[[Path], Path], tmp_path: Path) -> None:
+    m = make_mount()
+    files = fill(m, 12)
+    m.stop()
+    ro = read_only_view(m.store)
+    r = run("fsck", ro)
+    assert r.returncode == 0 and "clean" in r.stdout, (r.stdout, r.stderr)
+    mnt = tmp_path / "ro-mnt"
+    mnt.mkdir()
+    r = run("mount", ro, mnt)
+    assert r.returncode > 0 and "-o ro" in r.stderr and mount_source(mnt) is None
+    view = make_mount(store=ro, options="ro")
+    for name, data in files.items():
+        assert (view.mountpoint / name).read_bytes() == data
+    with pytest.raises(OSError) as info:
+        (view.mountpoint / "new").write_bytes(b"x")
+    assert info.value.errno == errno.EROFS
+    stats = json.loads(run("stats", "--json", view.mountpoint).stdout)
+    assert stats["files"] == len(files)
+
+
+# -- a damaged dictionary blob -------------------------------------------------------------------------
+
+def test_a_damaged_dictionary_blob_leaves_the_volume_mountable(make_mount: Callable[..., Mount]) -> None:
+    """Only what the damaged dictionary coded reads as EIO (it was unmountable: UnicodeDecodeError)."""
+    from thermofs.fs.meta import BLOB_DICTIONARY, MetaStore
+
+    m = make_mount(expect_log_errors=True)
+    files = fill(m, 12)
+    m.stop()
+    meta = MetaStore(m.store / "meta.lmdb")
+    with meta.write() as t:
+        t.put_blob(BLOB_DICTIONARY, b"\xff\xfe" + b"text\n" + b"\x00" * 64)  # sealed, but its kind is no text
+    meta.close()
+    r = run("fsck", m.store)
+    assert r.returncode == 1 and "dictionary 1 is unreadable" in r.stdout
+    m.start()
+    for name, data in files.items():
+        assert (m.mountpoint / name).read_bytes() == data

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,11 @@ class MountOptions:
     cool_budget: int = DEFAULT_BUDGET
     cooler: bool = True
     fuse: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def readonly(self) -> bool:
+        """-o ro: nothing is written to the store (it may be on read-only media)."""
+        return bool(self.fuse.get("ro"))
 
 
 def parse_options(text: str | None) -> MountOptions:
@@ -121,12 +127,21 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     built, not started). The caller holds the lock.
     ``clock`` drives the policy (a simulated one in tests and replays)."""
     options = options or MountOptions(cache_bytes, dirty_bytes)
+    readonly = options.readonly
     config = read_config(store)
-    secure(store)
-    config = upgrade(store, config)  # logged; nothing to do for a store of the current format
-    meta, identity = open_meta(store, config)
+    if not readonly:
+        secure(store)
+        config = upgrade(store, config)  # logged; nothing to do for a store of the current format
+    meta, identity = open_meta(store, config, readonly=readonly)
     segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
-    meta.on_freed = segments.punch
+    reclaimer = Reclaimer(meta, segments)
+
+    def freed(frames: list[tuple[int, int, int]]) -> None:
+        """A commit made frames garbage: punch them out, and a segment may now be all dead."""
+        segments.punch(frames)
+        reclaimer.freed()
+
+    meta.on_freed = freed
     resources = load_resources(meta)
     table = CodecTable(resources)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="encode")
@@ -134,10 +149,10 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     chunks = ChunkStore(segments, table, hot, config.chunk_size)
     params = PolicyParams().with_options({**config.policy, **options.policy})
     tracker = Tracker(meta, params, clock)
-    reclaimer = Reclaimer(meta, segments)
     volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker,
                     reclaimer)
-    volume.recover()
+    if not readonly:
+        volume.recover()
     slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
     trainer = Trainer(meta, chunks, resources, model_trainer(table))
     cold = table.parse(config.cold_codec)
@@ -268,8 +283,18 @@ def _configure(conn: Any, config: Any) -> None:
         config.attr_timeout = 0.0
 
 
+def log_path(store: Path) -> Path:
+    """Where the daemon logs: the store's log, or for a store it cannot write (read-only media,
+    mounted -o ro) a private file in the temporary directory."""
+    if os.access(store, os.W_OK):
+        return store / LOG_FILE
+    return Path(tempfile.gettempdir()) / f"thermofs-{read_config(store).uuid or store.name}.log"
+
+
 def setup_logging(store: Path, to_stderr: bool) -> None:
-    handlers: list[logging.Handler] = [logging.FileHandler(store / LOG_FILE)]
+    path = log_path(store)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    handlers: list[logging.Handler] = [logging.FileHandler(path)]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
@@ -282,20 +307,24 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
     what the control socket answers (the admin tools' daemon side), from the mounted parts."""
     store, mountpoint = store.resolve(), mountpoint.resolve()  # libfuse3 does chdir("/")
     read_config(store)
+    check_writable(store, options)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
     lock = StoreLock(store)
     lock.acquire()
+    os.umask(0o077)  # everything the daemon makes in the store is private (the log, segments)
     try:
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
         from thermofs.fs.operations import FUSE, Operations  # loads libfuse: only when mounting
 
         setup_logging(store, log_to_stderr)
         parts = open_volume(store, options=options)
-        if options.cooler:
-            parts.cooler.start()
-        parts.reclaimer.start()
+        if not options.readonly:
+            if options.cooler:
+                parts.cooler.start()
+            parts.reclaimer.start()
         control = ControlServer(store, handlers(parts) if handlers is not None else {})
-        control.start()
+        if os.access(store, os.W_OK):
+            control.start()  # a store on read-only media has no control socket: stats reads LMDB
         fuse_opts = {"fsname": f"thermofs:{store}", "subtype": "thermofs", "default_permissions": True}
         if os.getuid() == 0:
             fuse_opts["allow_other"] = True  # safe: the kernel checks permissions (default_permissions)
@@ -320,32 +349,38 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
         lock.release()
 
 
+def check_writable(store: Path, options: MountOptions) -> None:
+    if not options.readonly and not os.access(store, os.W_OK):
+        raise StoreError(f"{store} is not writable (read-only media?); mount it with -o ro to read it")
+
+
 def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: float = 60.0) -> None:
     """Start the foreground server as a detached process; return once the mount answers."""
     store, mountpoint = store.resolve(), mountpoint.resolve()
     options = parse_options(option_text)
     read_config(store)
+    check_writable(store, options)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
     if StoreLock(store).is_held_elsewhere():
         StoreLock(store).acquire()  # raises the clear "in use" error
     cmd = [sys.executable, "-m", "thermofs", "mount", "-f", "--no-stderr", str(store), str(mountpoint)]
     if option_text:
         cmd += ["-o", option_text]
-    with open(store / LOG_FILE, "ab") as logf:
+    logs = log_path(store)
+    with open(os.open(logs, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if mount_source(mountpoint) is not None:
             if not answers(mountpoint, timeout):
-                raise StoreError(f"the mount at {mountpoint} does not answer; see {store / LOG_FILE}")
+                raise StoreError(f"the mount at {mountpoint} does not answer; see {logs}")
             return
         if proc.poll() is not None:
-            raise StoreError(f"mount failed (exit {proc.returncode}); see {store / LOG_FILE}:\n"
-                             + _tail(store / LOG_FILE))
+            raise StoreError(f"mount failed (exit {proc.returncode}); see {logs}:\n" + _tail(logs))
         time.sleep(0.05)
     proc.kill()
-    raise StoreError(f"mount did not become ready within {timeout:.0f} s; see {store / LOG_FILE}")
+    raise StoreError(f"mount did not become ready within {timeout:.0f} s; see {logs}")
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -50,7 +50,7 @@ class Tracker:
         """Fold pending accesses into LMDB in one write transaction; returns how many chunks."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        if not pending:
+        if not pending or self._meta.readonly:  # a read-only volume keeps no history
             return 0
         half_life = self.params.half_life
         try:

@@ -405,3 +405,39 @@ def test_a_damaged_dictionary_blob_leaves_the_volume_mountable(make_mount: Calla
     m.start()
     for name, data in files.items():
         assert (m.mountpoint / name).read_bytes() == data
+
+
+def test_a_low_next_inode_number_never_reuses_a_live_inode(tmp_path: Path) -> None:
+    """next_ino below a live inode (a sealed but wrong counter): new files still get fresh numbers,
+    so no old file reads another's bytes."""
+    from thermofs.fs.meta import MetaStore
+    from thermofs.fs.mount import MountOptions, open_volume
+    from thermofs.fs.store import StoreConfig, mkfs
+
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig())
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    old = {}
+    for i in range(5):
+        fh, inode = parts.volume.create(f"/old{i}", 0o644, 0, 0)
+        parts.volume.write(fh, 0, f"old file {i}".encode())
+        parts.volume.release(fh)
+        old[inode.ino] = f"old file {i}".encode()
+    parts.close()
+    meta = MetaStore(store / "meta.lmdb")
+    with meta.write() as t:
+        t.set_counter("next_ino", min(old))
+    meta.close()
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        v = parts.volume
+        fh, inode = v.create("/new", 0o644, 0, 0)
+        v.write(fh, 0, b"new file")
+        v.release(fh)
+        assert inode.ino not in old
+        for ino, data in old.items():
+            fh = v.open(ino, writable=False)
+            assert v.read(fh, 0, 100) == data
+            v.release(fh)
+    finally:
+        parts.close()

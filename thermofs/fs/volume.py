@@ -190,8 +190,15 @@ class Volume:
             if t is None:
                 with self.meta.write() as own:
                     return self._alloc_ino(own)
-            self._ino_next = t.counter("next_ino")
-            self._ino_limit = self._ino_next + INO_BLOCK
+            start = t.counter("next_ino")
+            top = t.highest_ino()
+            if start <= top:  # never hand out a live inode's number, whatever the counter says
+                log.error("the next inode number %d is not above the highest inode %d: continuing "
+                          "from %d (run thermofs fsck)", start, top, top + 1)
+                t.set_counter("next_ino", top + 1)
+                start = top + 1
+            self._ino_next = start
+            self._ino_limit = start + INO_BLOCK
             t.bump("next_ino", INO_BLOCK)
         ino = self._ino_next
         self._ino_next += 1

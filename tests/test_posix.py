@@ -349,3 +349,75 @@ def test_stable_inode_numbers(mount: Mount) -> None:
     assert listed["f"] == before["d/f"]
     mount.remount()
     assert {p: os.stat(m / p).st_ino for p in ("d", "d/f")} == before
+
+
+def test_a_name_over_name_max_is_enametoolong_for_every_call(mount: Mount) -> None:
+    """pjdfstest chmod/02.t, chown/02.t, truncate/02.t, link/02.t, rename/01.t, rmdir/02.t, unlink/02.t ..."""
+    m = mount.mountpoint
+    (m / "f").write_bytes(b"x")
+    (m / "d").mkdir()
+    long_name = "n" * 256
+    calls = {
+        "stat": lambda p: os.stat(p), "lstat": lambda p: os.lstat(p), "chmod": lambda p: os.chmod(p, 0o600),
+        "chown": lambda p: os.chown(p, 0, 0), "truncate": lambda p: os.truncate(p, 0),
+        "open": lambda p: os.close(os.open(p, os.O_RDONLY)), "unlink": lambda p: os.unlink(p),
+        "rmdir": lambda p: os.rmdir(p), "link-from": lambda p: os.link(p, m / "g"),
+        "link-to": lambda p: os.link(m / "f", p), "rename-from": lambda p: os.rename(p, m / "g"),
+        "rename-to": lambda p: os.rename(m / "f", p), "mkdir": lambda p: os.mkdir(p),
+        "create": lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)),
+        "symlink": lambda p: os.symlink("t", p), "readlink": lambda p: os.readlink(p),
+        "utime": lambda p: os.utime(p), "getxattr": lambda p: os.getxattr(p, "user.a"),
+        "setxattr": lambda p: os.setxattr(p, "user.a", b"1"), "listxattr": lambda p: os.listxattr(p),
+    }
+    for call, fn in calls.items():
+        for path in (m / long_name, m / "d" / long_name, m / long_name / "x"):
+            with pytest.raises(OSError) as e:
+                fn(path)
+            assert e.value.errno == errno.ENAMETOOLONG, (call, str(path)[-20:], e.value)
+    assert sorted(os.listdir(m)) == ["d", "f"] and (m / "f").read_bytes() == b"x"
+
+
+def test_path_max_is_the_kernels_limit_of_one_argument_not_of_the_tree(mount: Mount) -> None:
+    """A path argument of PATH_MAX bytes is ENAMETOOLONG, one byte less works (pjdfstest */03.t);
+    a tree deeper than PATH_MAX, reached by relative paths, works as on ext4."""
+    m = mount.mountpoint
+    root = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+    component, deep_component = "c" * 200, "d" * 200
+    fds = [root]
+    try:
+        rel = ""
+        while 4095 - len(rel) > 255:  # directories, until a file name fills the path to 4095 bytes
+            rel = f"{rel}{component}/"
+            os.mkdir(rel, dir_fd=root)
+        name = "f" * (4095 - len(rel))
+        fd = os.open(rel + name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=root)
+        os.write(fd, b"at PATH_MAX - 1")
+        os.close(fd)
+        assert os.stat(rel + name, dir_fd=root).st_size == len(b"at PATH_MAX - 1")
+        with pytest.raises(OSError) as e:
+            os.stat(rel + name + "x", dir_fd=root)
+        assert e.value.errno == errno.ENAMETOOLONG
+        # Deeper, one directory at a time: 60 levels of 200 bytes, a 12,000-byte path from the root.
+        for _ in range(60):
+            os.mkdir(deep_component, dir_fd=fds[-1])
+            fds.append(os.open(deep_component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open("deep", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+        os.write(fd, b"deep down")
+        os.close(fd)
+        os.rename("deep", "deeper", src_dir_fd=fds[-1], dst_dir_fd=fds[-1])
+        assert os.listdir(fds[-1]) == ["deeper"]
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+    mount.remount()
+    root = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+    fds = [root]
+    try:
+        for _ in range(60):
+            fds.append(os.open(deep_component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open("deeper", os.O_RDONLY, dir_fd=fds[-1])
+        assert os.read(fd, 100) == b"deep down"
+        os.close(fd)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)

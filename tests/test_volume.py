@@ -661,6 +661,30 @@ def test_names_are_checked(vol: Vol) -> None:
         vol.v.open(ROOT_INO)
 
 
+def test_every_lookup_of_a_name_over_name_max_is_name_too_long(vol: Vol) -> None:
+    """A component over NAME_MAX is ENAMETOOLONG wherever it is looked up (pjdfstest */02.t), as on
+    ext4: also in the middle of a path, but only once the walk reaches it."""
+    long_name = "n" * 256
+    ino = vol.create("/f", b"x")
+    vol.v.mkdir("/d", 0o755, UID, GID)
+    lookups: list[Callable[[str], object]] = [
+        vol.v.resolve, vol.v.lookup_attr, vol.v.unlink, vol.v.rmdir,
+        lambda p: vol.v.rename(p, "/g"), lambda p: vol.v.rename("/f", p), lambda p: vol.v.link(ino, p),
+        lambda p: vol.v.getxattr_path(p, "user.a"), lambda p: vol.v.mkdir(p, 0o755, UID, GID),
+        lambda p: vol.v.create(p, 0o644, UID, GID), lambda p: vol.v.symlink(p, "t", UID, GID),
+        lambda p: vol.v.mknod(p, stat.S_IFIFO | 0o644, UID, GID),
+    ]
+    vol.v.setxattr(ino, "user.a", b"1")  # so that getxattr_path resolves the path
+    for lookup in lookups:
+        for path in (f"/{long_name}", f"/d/{long_name}", f"/{long_name}/x", f"/d/{long_name}/x"):
+            with pytest.raises(NameTooLong):
+                lookup(path)
+        with pytest.raises(NotFound):
+            lookup(f"/missing/{long_name}")  # ENOENT comes first, as on ext4
+    assert vol.read_path("/f") == b"x"
+    assert sorted(n for n, _, _ in vol.v.readdir(ROOT_INO)) == [".", "..", "d", "f"]
+
+
 def test_rename_replaces_a_file_and_frees_its_chunks(vol: Vol) -> None:
     a = vol.create("/a", b"A" * (2 * vol.chunk_size))
     b = vol.create("/b", text_data(3 * vol.chunk_size, random.Random(9)))

@@ -121,8 +121,11 @@ class Volume:
                 if pending is None or pending.born:
                     # Only directories have entries: which error is right needs the inode, but
                     # only on this path (getattr, the most frequent request, resolves every call).
+                    # No name over NAME_MAX is ever stored, so its check waits for the miss too.
                     inode = t.get_inode(ino)
-                    raise NotFound(path) if inode is not None and stat.S_ISDIR(inode.mode) else NotADir(path)
+                    if inode is None or not stat.S_ISDIR(inode.mode):
+                        raise NotADir(path)
+                    raise NameTooLong(path) if len(part) > NAME_MAX else NotFound(path)
                 child = pending.ino
             ino = child
         return ino

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -101,3 +103,48 @@ def test_parallel_writers_and_readers(mount: Mount) -> None:
     assert len(written) == 4
     for path, data in written.items():
         assert path.read_bytes() == data
+
+
+CREATOR = """
+import os, sys
+failures = 0
+for i in range(int(sys.argv[2])):
+    try:
+        os.close(os.open(os.path.join(sys.argv[1], f"n{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    except OSError as e:
+        failures += 1
+        print(f"n{i}: {e}", file=sys.stderr)
+print(failures)
+"""
+# Changes the namespace until the creator is done (its stdin closes): every change commits the
+# creator's deferred creates.
+CHANGER = """
+import os, sys, select
+target, i = sys.argv[1], 0
+while not select.select([sys.stdin], [], [], 0)[0]:
+    os.chmod(target, 0o600 | (i & 0o44))
+    i += 1
+print(i)
+"""
+
+
+def test_create_never_answers_enoent_while_others_change_the_namespace(mount: Mount) -> None:
+    """Regression: open(O_CREAT) failed with ENOENT (and created the file anyway) while another
+    process chmodded an unrelated file: libfuse's GETATTR right after CREATE read a snapshot from
+    before the commit that another request's namespace change made of the new file."""
+    m = mount.mountpoint
+    (m / "new").mkdir()
+    (m / "other").write_bytes(b"")
+    creates = 4000
+    changers = [subprocess.Popen([sys.executable, "-c", CHANGER, str(m / "other")], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    creator = subprocess.run([sys.executable, "-c", CREATOR, str(m / "new"), str(creates)],
+                             capture_output=True, text=True, timeout=600)
+    changes = []
+    for changer in changers:
+        out, _ = changer.communicate("done\n", timeout=60)
+        changes.append(int(out))
+    assert creator.returncode == 0, creator.stderr
+    assert int(creator.stdout) == 0, creator.stderr
+    assert min(changes) > 0
+    assert len(os.listdir(m / "new")) == creates

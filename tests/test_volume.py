@@ -8,6 +8,7 @@ import random
 import stat
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from thermofs.codecs.frame import HEADER_SIZE
 from thermofs.fs.errors import (CorruptChunk, Exists, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir,
                                 NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn
 from thermofs.fs.mount import Parts, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.fs.volume import XATTR_CREATE, XATTR_REPLACE, Volume
@@ -1085,6 +1086,66 @@ def test_counters_after_a_sequence_of_operations(vol: Vol) -> None:
 
 
 # -- concurrency ------------------------------------------------------------------------------------------
+
+def _listed_in_root(v: Volume, ino: int) -> None:
+    assert ("new", ino, stat.S_IFREG) in v.readdir(ROOT_INO)
+
+
+LOOKUPS_OF_A_NEW_FILE: dict[str, Callable[[Volume, int], object]] = {
+    "getattr by handle": lambda v, ino: v.getattr(ino),  # libfuse's GETATTR right after CREATE
+    "getattr by path": lambda v, ino: v.lookup_attr("/new"),
+    "resolve": lambda v, ino: v.resolve("/new"),
+    "open": lambda v, ino: v.release(v.open(ino)),
+    "getxattr": lambda v, ino: v.getxattr(ino, "user.none"),
+    "readdir": _listed_in_root,
+}
+
+
+@pytest.mark.parametrize("lookup", LOOKUPS_OF_A_NEW_FILE)
+@pytest.mark.parametrize("cause", ["settled by a chmod", "committed by its release"])
+def test_a_lookup_racing_the_commit_of_a_new_file_still_finds_it(vol: Vol, lookup: str, cause: str) -> None:
+    """Regression: a created file lives in the volume's table of deferred creates until its first
+    commit puts it into LMDB. A lookup whose read transaction began before that commit, and which
+    looked at the table after the file had left it, answered ENOENT for a file that exists (open
+    with O_CREAT failed while another process chmodded an unrelated file). The commit is forced into
+    that window here: the lookup's snapshot is taken, then another thread commits the file."""
+    other = vol.create("/other", b"o")
+    fh, inode = vol.v.create("/new", 0o644, UID, GID)
+    vol.v.write(fh, 0, b"data")
+    real_read = vol.parts.meta.read
+    interleaved: list[str] = []
+
+    def commit_meanwhile() -> None:
+        if cause == "settled by a chmod":
+            vol.v.setattr(other, mode=0o600)  # any namespace change commits every deferred create
+        else:
+            vol.v.release(fh)
+
+    @contextmanager
+    def read_then_commit() -> Iterator[Txn]:
+        with real_read() as t:
+            if not interleaved:
+                interleaved.append(cause)
+                # Another thread: LMDB allows one transaction per thread.
+                worker = threading.Thread(target=commit_meanwhile)
+                worker.start()
+                worker.join()
+            yield t
+
+    vol.parts.meta.read = read_then_commit  # type: ignore[method-assign]
+    try:
+        try:
+            LOOKUPS_OF_A_NEW_FILE[lookup](vol.v, inode.ino)
+        except NoAttr:
+            pass  # getxattr found the file
+    finally:
+        vol.parts.meta.read = real_read  # type: ignore[method-assign]
+    assert interleaved == [cause]
+    if cause == "settled by a chmod":
+        vol.v.release(fh)
+    assert vol.read_path("/new") == b"data"
+    assert_consistent(vol)
+
 
 def test_threads_writing_and_reading_different_files(make_vol: MakeVol) -> None:
     vol = make_vol(chunk_size=K4, hot_codec="auto", dirty_bytes=128 << 10)

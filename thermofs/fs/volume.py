@@ -17,10 +17,11 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from thermofs.codecs import CodecSpec
 from thermofs.fs.cache import ChunkCache
@@ -28,7 +29,7 @@ from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr,
                                 NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
-from thermofs.fs.openfile import AccessObserver, Birth, OpenFile, WriteBudget, link_new_inode
+from thermofs.fs.openfile import AccessObserver, Birth, BirthCount, OpenFile, WriteBudget, link_new_inode
 
 log = logging.getLogger("thermofs.volume")
 
@@ -41,6 +42,8 @@ XATTR_REPLACE = 2
 DEFAULT_DIRTY_BYTES = 64 << 20
 # Inode numbers reserved per LMDB commit.
 INO_BLOCK = 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Volume:
         # synchronous commit per small file instead of two. Every other namespace change first
         # settles these (commits them), under _ns_lock, so LMDB alone decides it.
         self._creating: dict[tuple[int, bytes], OpenFile] = {}
+        self._births = BirthCount()  # advanced when one of them reaches LMDB (see _read)
         self._ns_lock = threading.RLock()
         # Inode numbers are reserved from LMDB in blocks, so a deferred create needs no commit.
         self._ino_next = self._ino_limit = 0
@@ -106,9 +110,22 @@ class Volume:
         self._purge_orphans()
 
     # -- paths --------------------------------------------------------------------------------------
+    def _read(self, lookup: Callable[[Txn], T]) -> T:
+        """Run a lookup in a read transaction. A created file leaves the table of deferred creates
+        (or counts as born) only after its first commit, which advances the birth count first: a
+        lookup that missed while the count moved may hold a snapshot older than that commit, so it
+        reads again (a create answered ENOENT for the file it had just made)."""
+        while True:
+            births = self._births.value
+            with self.meta.read() as t:
+                try:
+                    return lookup(t)
+                except (NotFound, NotADir):
+                    if self._births.value == births:
+                        raise
+
     def resolve(self, path: str) -> int:
-        with self.meta.read() as t:
-            return self._resolve(t, path)
+        return self._read(lambda t: self._resolve(t, path))
 
     def _resolve(self, t: Txn, path: str) -> int:
         ino = ROOT_INO
@@ -177,13 +194,11 @@ class Volume:
 
     # -- attributes ---------------------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
-        with self.meta.read() as t:
-            return self._current(t, self._get(t, ino))
+        return self._read(lambda t: self._current(t, self._get(t, ino)))
 
     def lookup_attr(self, path: str) -> Inode:
         """getattr by path in one read transaction (the most frequent request of all)."""
-        with self.meta.read() as t:
-            return self._current(t, self._get(t, self._resolve(t, path)))
+        return self._read(lambda t: self._current(t, self._get(t, self._resolve(t, path))))
 
     def _current(self, t: Txn, inode: Inode) -> Inode:
         """The inode as the application sees it: with the uncommitted size, times and attributes of
@@ -226,6 +241,9 @@ class Volume:
     # -- directories --------------------------------------------------------------------------------
     def readdir(self, ino: int) -> list[tuple[str, int, int]]:
         """(name, inode, file type bits) of every entry, with "." and ".." first."""
+        # Deferred creates are taken before the snapshot: one that left the table before this copy
+        # was committed before it, so the snapshot has it.
+        creating = list(self._creating.items())
         with self.meta.read() as t:
             inode = self._get(t, ino)
             if not stat.S_ISDIR(inode.mode):
@@ -233,7 +251,7 @@ class Volume:
             out = [(".", ino, stat.S_IFDIR), ("..", inode.parent or ino, stat.S_IFDIR)]
             out.extend((os.fsdecode(name), child, kind) for name, child, kind in t.list_dir(ino))
             seen = {name for name, _child, _kind in out}
-        for (parent, name), f in list(self._creating.items()):
+        for (parent, name), f in creating:
             if parent == ino and os.fsdecode(name) not in seen:
                 out.append((os.fsdecode(name), f.ino, stat.S_IFREG))
         return out
@@ -432,8 +450,7 @@ class Volume:
 
         ``truncate`` (O_TRUNC) empties the file as part of the open.
         """
-        with self.meta.read() as t:
-            inode = self._get(t, ino)
+        inode = self._read(lambda t: self._get(t, ino))
         if stat.S_ISDIR(inode.mode):
             raise IsADir(f"inode {ino}")
         fh = self._acquire(inode, writable)
@@ -449,8 +466,8 @@ class Volume:
         with self._files_lock:
             f = self._files.get(inode.ino)
             if f is None:
-                f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache,
-                                                      self._budget, self._pool, birth, self._observer)
+                f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache, self._budget,
+                                                      self._pool, birth, self._observer, self._births)
             f.opens += 1
             fh = self._next_handle
             self._next_handle += 1
@@ -540,8 +557,7 @@ class Volume:
         if f is not None:
             f.truncate(size)
             return
-        with self.meta.read() as t:
-            inode = self._get(t, ino)
+        inode = self._read(lambda t: self._get(t, ino))
         if stat.S_ISDIR(inode.mode):
             raise IsADir(f"inode {ino}")
         fh = self._acquire(inode, writable=True)
@@ -566,15 +582,16 @@ class Volume:
 
     # -- xattrs -------------------------------------------------------------------------------------
     def getxattr(self, ino: int, name: str) -> bytes:
-        with self.meta.read() as t:
-            return self._xattr(t, ino, name)
+        return self._read(lambda t: self._xattr(t, ino, name))
 
     def getxattr_path(self, path: str, name: str) -> bytes:
         """getxattr by path; a name no inode has is answered without resolving the path."""
-        with self.meta.read() as t:
+        def lookup(t: Txn) -> bytes:
             if not t.xattr_in_use(os.fsencode(name)):
                 raise NoAttr(name)
             return self._xattr(t, self._resolve(t, path), name)
+
+        return self._read(lookup)
 
     def _xattr(self, t: Txn, ino: int, name: str) -> bytes:
         self._get(t, ino)
@@ -584,9 +601,11 @@ class Volume:
         return value
 
     def listxattr(self, ino: int) -> list[str]:
-        with self.meta.read() as t:
+        def lookup(t: Txn) -> list[str]:
             self._get(t, ino)
             return [os.fsdecode(n) for n in t.xattr_names(ino)]
+
+        return self._read(lookup)
 
     def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
         raw = os.fsencode(name)

@@ -185,6 +185,28 @@ def test_xattrs(mount: Mount) -> None:
     assert e.value.errno == errno.ENODATA
 
 
+def test_xattr_names_that_are_not_utf8(mount: Mount) -> None:
+    """Regression: setfattr -n $'user.\\xff' gave EINVAL and a traceback in the daemon log (the
+    fixture fails on one). Any bytes make a name, as on ext4."""
+    p = mount.mountpoint / "xb"
+    p.write_bytes(b"")
+    names = [b"user.\xff", b"user.caf\xe9", b"user." + bytes(range(128, 256)) + b"x" * 122]
+    for i, name in enumerate(names):
+        os.setxattr(p, name, bytes([i]) * 5, os.XATTR_CREATE)
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, names[0], b"again", os.XATTR_CREATE)
+    assert e.value.errno == errno.EEXIST
+    assert sorted(map(os.fsencode, os.listxattr(p))) == sorted(names)
+    mount.remount()
+    for i, name in enumerate(names):
+        assert os.getxattr(p, name) == bytes([i]) * 5
+    os.removexattr(p, names[0])
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, names[0])
+    assert e.value.errno == errno.ENODATA
+    assert sorted(map(os.fsencode, os.listxattr(p))) == sorted(names[1:])
+
+
 def test_fsync_and_fdatasync(mount: Mount) -> None:
     p = mount.mountpoint / "synced"
     fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)

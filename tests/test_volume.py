@@ -1043,6 +1043,55 @@ def test_xattrs_create_replace_semantics(vol: Vol) -> None:
         vol.v.listxattr(ino)
 
 
+# Names as mfusepy hands them over: the kernel's bytes decoded as UTF-8 with surrogateescape.
+ODD_XATTR_NAMES = [
+    os.fsdecode(b"user.\xff"), os.fsdecode(b"user.caf\xe9"), os.fsdecode(b"user.\xed\xa0\x80"),  # a UTF-16 surrogate
+    "user.\u00fc\u4e2d", os.fsdecode(b"user." + bytes(range(128, 256)) + bytes(range(1, 128))[:122]),  # 255 bytes
+]
+
+
+def test_xattr_names_of_any_bytes_work(vol: Vol) -> None:
+    """Regression: a name that is not valid UTF-8 (setfattr -n $'user.\\xff') failed with EINVAL and a
+    traceback (its per-name counter key could not be encoded). Every byte string is a name, as on ext4."""
+    ino = vol.create("/f")
+    assert len(os.fsencode(ODD_XATTR_NAMES[-1])) == 255
+    for i, name in enumerate(ODD_XATTR_NAMES):
+        vol.v.setxattr(ino, name, bytes([i]) * 3, XATTR_CREATE)
+        with pytest.raises(Exists):
+            vol.v.setxattr(ino, name, b"", XATTR_CREATE)
+    vol.v.setxattr(ino, "user.plain", b"p")
+    assert sorted(vol.v.listxattr(ino)) == sorted([*ODD_XATTR_NAMES, "user.plain"])
+    for i, name in enumerate(ODD_XATTR_NAMES):
+        assert vol.v.getxattr(ino, name) == bytes([i]) * 3
+        assert vol.v.getxattr_path("/f", name) == bytes([i]) * 3
+    with pytest.raises(NoAttr):
+        vol.v.getxattr_path("/f", os.fsdecode(b"user.\xfe"))
+    with pytest.raises(InvalidArgument):
+        vol.v.setxattr(ino, "user.a\x00b", b"")  # the kernel passes C strings: NUL ends a name
+    with pytest.raises(NameTooLong):
+        vol.v.setxattr(ino, os.fsdecode(b"user." + b"\xff" * 251), b"")
+    vol.reopen()
+    assert sorted(vol.v.listxattr(ino)) == sorted([*ODD_XATTR_NAMES, "user.plain"])
+    vol.v.removexattr(ino, ODD_XATTR_NAMES[0])
+    with pytest.raises(NoAttr):
+        vol.v.removexattr(ino, ODD_XATTR_NAMES[0])
+    with pytest.raises(NoAttr):
+        vol.v.getxattr(ino, ODD_XATTR_NAMES[0])
+    assert sorted(vol.v.listxattr(ino)) == sorted([*ODD_XATTR_NAMES[1:], "user.plain"])
+    other = vol.create("/g")
+    vol.v.setxattr(other, ODD_XATTR_NAMES[1], b"other")
+    vol.v.unlink("/f")  # its xattrs go with it, counters too
+    with pytest.raises(NoAttr):
+        vol.v.getxattr_path("/g", ODD_XATTR_NAMES[2])
+    assert vol.v.getxattr_path("/g", ODD_XATTR_NAMES[1]) == b"other"
+    with vol.parts.meta.read() as t:  # each stored name counts the inodes that have it (as fsck recounts)
+        stored = [name for inode in t.inodes() for name in t.xattr_names(inode.ino)]
+        counters = t.counters()
+    assert len(stored) == 1
+    assert {k: v for k, v in counters.items() if k.startswith("xattr/") and v} == {
+        "xattr/" + os.fsdecode(stored[0]): 1}
+
+
 def test_setattr_changes_mode_owner_and_times(vol: Vol) -> None:
     ino = vol.create("/f", b"x")
     vol.v.setattr(ino, mode=0o4711, uid=-1, gid=-1, atime=10**9, mtime=2 * 10**9)

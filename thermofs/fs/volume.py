@@ -11,6 +11,7 @@ other way round.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import os
@@ -36,6 +37,8 @@ log = logging.getLogger("thermofs.volume")
 NAME_MAX = 255
 XATTR_CREATE = 1
 XATTR_REPLACE = 2
+# Starts the stored form of an xattr name that is not UTF-8 (see _xattr_key); no real name has it.
+ESCAPED_XATTR = b"\0"
 # Bound on buffered, not yet encoded data across all open files; past it a writer waits for the
 # encoder and then commits its file. 64 MiB: 1,024 chunks of 64 KiB, far more than two cores can
 # have in flight, so the bound only bites when the disk is slower than the encoder.
@@ -78,6 +81,31 @@ def _name(name: str) -> bytes:
     if not raw or b"/" in raw or raw in (b".", b".."):
         raise InvalidArgument(f"bad file name {name!r}")
     return raw
+
+
+def _xattr_key(name: str) -> bytes:
+    """How an xattr name is stored: its bytes if they are UTF-8, else a NUL and their URL-safe
+    base64. meta.py keeps a running count per name (is it used anywhere?) under a key made of the
+    name as UTF-8 text, which the bytes of a name such as ``user.\\xff`` are not: its commit failed
+    (EINVAL and a traceback). A NUL cannot be in a name (the kernel passes C strings), so the two
+    forms never meet; base64 keeps the longest name, 255 bytes, at 341 within LMDB's 511-byte keys."""
+    raw = os.fsencode(name)
+    if not raw or b"\0" in raw:
+        raise InvalidArgument(f"bad xattr name {name!r}")
+    if len(raw) > NAME_MAX:
+        raise NameTooLong(name)
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return ESCAPED_XATTR + base64.urlsafe_b64encode(raw)
+    return raw
+
+
+def _xattr_name(key: bytes) -> str:
+    """The name (as mfusepy passes names: decoded with surrogateescape) of a stored xattr key."""
+    if key.startswith(ESCAPED_XATTR):
+        return os.fsdecode(base64.urlsafe_b64decode(key[len(ESCAPED_XATTR):]))
+    return os.fsdecode(key)
 
 
 class Volume:
@@ -586,8 +614,10 @@ class Volume:
 
     def getxattr_path(self, path: str, name: str) -> bytes:
         """getxattr by path; a name no inode has is answered without resolving the path."""
+        key = _xattr_key(name)
+
         def lookup(t: Txn) -> bytes:
-            if not t.xattr_in_use(os.fsencode(name)):
+            if not t.xattr_in_use(key):
                 raise NoAttr(name)
             return self._xattr(t, self._resolve(t, path), name)
 
@@ -595,7 +625,7 @@ class Volume:
 
     def _xattr(self, t: Txn, ino: int, name: str) -> bytes:
         self._get(t, ino)
-        value = t.get_xattr(ino, os.fsencode(name))
+        value = t.get_xattr(ino, _xattr_key(name))
         if value is None:
             raise NoAttr(name)
         return value
@@ -603,32 +633,31 @@ class Volume:
     def listxattr(self, ino: int) -> list[str]:
         def lookup(t: Txn) -> list[str]:
             self._get(t, ino)
-            return [os.fsdecode(n) for n in t.xattr_names(ino)]
+            return [_xattr_name(key) for key in t.xattr_names(ino)]
 
         return self._read(lookup)
 
     def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
-        raw = os.fsencode(name)
-        if raw.startswith(b"system.posix_acl_"):
+        if name.startswith("system.posix_acl_"):
             # POSIX ACLs would have to change the mode bits the kernel checks; without ACL support
             # (as on a filesystem mounted noacl) programs such as cp -a fall back to chmod.
             raise NotSupported(name)
-        if not raw or len(raw) > NAME_MAX:
-            raise NameTooLong(name) if raw else InvalidArgument("empty xattr name")
+        key = _xattr_key(name)
         with self._mutate() as t:
             inode = self._get(t, ino)
-            exists = t.get_xattr(ino, raw) is not None
+            exists = t.get_xattr(ino, key) is not None
             if flags & XATTR_CREATE and exists:
                 raise Exists(name)
             if flags & XATTR_REPLACE and not exists:
                 raise NoAttr(name)
-            t.put_xattr(ino, raw, value)
+            t.put_xattr(ino, key, value)
             t.put_inode(inode.evolve(ctime=time.time_ns()))
 
     def removexattr(self, ino: int, name: str) -> None:
+        key = _xattr_key(name)
         with self._mutate() as t:
             inode = self._get(t, ino)
-            if not t.del_xattr(ino, os.fsencode(name)):
+            if not t.del_xattr(ino, key):
                 raise NoAttr(name)
             t.put_inode(inode.evolve(ctime=time.time_ns()))
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import Mount
+from tests.conftest import Mount, require_tool
 
 
 def test_create_read_write_offsets_and_holes(mount: Mount) -> None:
@@ -360,6 +360,40 @@ def test_permission_checks_as_kernel_does(mount: Mount) -> None:
     r = as_nobody("rm -f drop/roots")  # sticky directory: not nobody's file
     assert r.returncode != 0
     assert (m / "drop" / "roots").exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch users")
+def test_no_user_can_grow_a_file_past_the_maximum_size(mount: Mount) -> None:
+    """Regression: any user could truncate -s $((2**63-4096)) a file, which overflowed the signed
+    64-bit total of file bytes; then commits failed. Past the maximum file size a truncate or a
+    write answers EFBIG, and the volume goes on as before."""
+    require_tool("setpriv")
+    m = mount.mountpoint
+    os.chmod(m, 0o755)
+    (m / "u").mkdir()
+    os.chmod(m / "u", 0o777)
+
+    def as_nobody(script: str) -> subprocess.CompletedProcess[str]:
+        # setpriv changes user after the child entered the mountpoint: paths are relative (see
+        # test_permission_checks_as_kernel_does).
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",
+                               script], capture_output=True, text=True, cwd=m, timeout=120)
+
+    r = as_nobody("printf hello > u/big && truncate -s 9223372036854771712 u/big")
+    assert r.returncode != 0 and os.strerror(errno.EFBIG) in r.stderr, r.stderr
+    r = as_nobody("dd if=/dev/zero of=u/big bs=1 count=1 seek=1152921504606846976 conv=notrunc")
+    assert r.returncode != 0 and os.strerror(errno.EFBIG) in r.stderr, r.stderr
+    with pytest.raises(OSError) as e:
+        os.truncate(m / "u" / "big", 2**62)
+    assert e.value.errno == errno.EFBIG
+    assert (m / "u" / "big").read_bytes() == b"hello"
+    # 64 KiB files: together more than the 4,096 bytes the refused size left below 2**63.
+    r = as_nobody("for i in 1 2 3; do head -c 65536 /dev/zero | tr '\\0' $i > u/f$i; done && cat u/f1 u/f2 u/f3")
+    assert r.returncode == 0 and r.stdout == "1" * 65536 + "2" * 65536 + "3" * 65536, r.stderr
+    mount.remount()
+    assert (m / "u" / "big").read_bytes() == b"hello"
+    for i in (1, 2, 3):
+        assert (m / "u" / f"f{i}").read_bytes() == str(i).encode() * 65536
 
 
 def test_stable_inode_numbers(mount: Mount) -> None:

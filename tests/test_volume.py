@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from thermofs.codecs.frame import HEADER_SIZE
-from thermofs.fs.errors import (CorruptChunk, Exists, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir,
-                                NotEmpty, NotFound, NotPermitted, NotSupported)
+from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, InvalidArgument, IsADir, NameTooLong, NoAttr,
+                                NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn
 from thermofs.fs.mount import Parts, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
-from thermofs.fs.volume import XATTR_CREATE, XATTR_REPLACE, Volume
+from thermofs.fs.volume import MAX_FILE_SIZE, XATTR_CREATE, XATTR_REPLACE, Volume
 
 UID, GID = os.getuid(), os.getgid()
 K4, K64 = 4 << 10, 64 << 10
@@ -344,6 +344,39 @@ def test_truncate_inside_a_short_dirty_buffer_keeps_dirty_accounting(vol: Vol) -
     # Nothing is buffered any more, so the live total of buffered bytes must be back at zero (it is
     # what decides when writers are forced to flush).
     assert vol.v.live_stats().dirty_bytes == 0
+
+
+@pytest.mark.parametrize("keep_open", [True, False], ids=["open", "closed"])
+def test_no_file_grows_past_max_file_size(vol: Vol, keep_open: bool) -> None:
+    """Regression: truncate -s $((2**63-4096)) was accepted and overflowed the signed 64-bit total of
+    file bytes. Past MAX_FILE_SIZE a truncate or write is EFBIG and changes nothing; a write across
+    it is cut short there, as the kernel does at a filesystem's maximum."""
+    data = b"hello"
+    ino = vol.create("/f", data)
+    before = assert_consistent(vol)
+    fh = vol.v.open(ino) if keep_open else None
+    for size in (MAX_FILE_SIZE + 1, 2**63 - 4096, 2**64):
+        with pytest.raises(FileTooBig):
+            vol.v.truncate(ino, size)
+    fh = fh or vol.v.open(ino)
+    for offset in (MAX_FILE_SIZE, 2**63 - 4096):
+        with pytest.raises(FileTooBig):
+            vol.v.write(fh, offset, b"x")
+    assert vol.v.getattr(ino).size == len(data)
+    assert vol.v.read(fh, 0, 100) == data
+    vol.v.release(fh)
+    assert assert_consistent(vol) == before
+    # Up to the limit itself is fine, and a write across it is short.
+    fh = vol.v.open(ino)
+    assert vol.v.write(fh, MAX_FILE_SIZE - 2, b"tail") == 2
+    assert vol.v.getattr(ino).size == MAX_FILE_SIZE
+    assert vol.v.read(fh, MAX_FILE_SIZE - 3, 10) == b"\0ta"
+    vol.v.release(fh)
+    vol.v.truncate(ino, len(data))
+    vol.create("/g", b"other")
+    vol.reopen()
+    assert vol.read_path("/f") == data and vol.read_path("/g") == b"other"
+    assert assert_consistent(vol)["logical_bytes"] == len(data) + len(b"other")
 
 
 def test_truncate_to_zero_frees_every_chunk(vol: Vol) -> None:

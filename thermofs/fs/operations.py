@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
-from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, MetaError,
+from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, MetaError,
                                 NameTooLong, NoAttr, NoSpace, NotADir, NotEmpty, NotFound, NotPermitted,
                                 NotSupported)
 from thermofs.fs.meta import Inode
@@ -39,6 +39,7 @@ ERRNO: dict[type[Exception], int] = {
     NoAttr: errno.ENODATA,
     NotSupported: errno.EOPNOTSUPP,
     NoSpace: errno.ENOSPC,
+    FileTooBig: errno.EFBIG,
     CorruptChunk: errno.EIO,
     MetaError: errno.EIO,
 }

@@ -27,14 +27,18 @@ from typing import TypeVar
 from thermofs.codecs import CodecSpec
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr,
-                                NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
+from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, NameTooLong,
+                                NoAttr, NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
 from thermofs.fs.openfile import AccessObserver, Birth, BirthCount, OpenFile, WriteBudget, link_new_inode
 
 log = logging.getLogger("thermofs.volume")
 
 NAME_MAX = 255
+# Largest file size: 1 EiB, more than any disk holds, so no file is refused that could be stored,
+# while sizes and their running total stay far from the signed 64-bit limit (a truncate to 2**63 -
+# 4096 overflowed it) and chunk indices stay small (2**44 at 64 KiB chunks).
+MAX_FILE_SIZE = 1 << 60
 XATTR_CREATE = 1
 XATTR_REPLACE = 2
 # Starts the stored form of an xattr name that is not UTF-8 (see _xattr_key); no real name has it.
@@ -574,13 +578,22 @@ class Volume:
         return out
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
-        n = self._open_file(fh).write(offset, data)
+        """Write at ``offset``; a write across MAX_FILE_SIZE is cut short there (as the kernel cuts
+        one at a filesystem's maximum), one at or past it is refused."""
+        f = self._open_file(fh)
+        if offset + len(data) > MAX_FILE_SIZE:
+            if offset >= MAX_FILE_SIZE:
+                raise FileTooBig(f"inode {f.ino}: write at {offset}")
+            data = data[:MAX_FILE_SIZE - offset]
+        n = f.write(offset, data)
         with self._counts_lock:
             self._write_bytes += n
             self._write_ops += 1
         return n
 
     def truncate(self, ino: int, size: int) -> None:
+        if size > MAX_FILE_SIZE:
+            raise FileTooBig(f"inode {ino}: truncate to {size}")
         f = self._files.get(ino)
         if f is not None:
             f.truncate(size)

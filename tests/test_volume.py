@@ -1017,6 +1017,72 @@ def test_hidden_file_unlinked_at_last_close_is_no_orphan(vol: Vol) -> None:
     assert_consistent(vol)
 
 
+def assert_gone_for_good(vol: Vol, hidden: str, ino: int, before: dict[str, int]) -> None:
+    """The hidden name and (with its last link) the file are gone; libfuse's own unlink of the
+    hidden name, which may still come, finds nothing (it ignores that ENOENT)."""
+    with pytest.raises(NotFound):
+        vol.v.resolve(hidden)
+    with pytest.raises(NotFound):
+        vol.v.getattr(ino)
+    with pytest.raises(NotFound):
+        vol.v.unlink(hidden)
+    with vol.parts.meta.read() as t:
+        assert t.orphans() == []
+    counters = assert_consistent(vol)
+    assert {k: counters.get(k, 0) for k in ("files", "chunks", "logical_bytes")} == {
+        k: before.get(k, 0) for k in ("files", "chunks", "logical_bytes")}
+
+
+def test_a_file_libfuse_hides_after_its_last_release_is_unlinked_at_once(vol: Vol) -> None:
+    """Regression (.fuse_hidden* left behind by git and by open/unlink/close churn): libfuse hides a
+    file it saw open, but its own open count may reach zero (after our release returned) before it
+    marks the new name hidden; then nobody unlinks the hidden name. A hiding rename of a file that
+    is no longer open in the volume is therefore an unlink."""
+    before = vol.counters()
+    fh, inode = vol.v.create("/a", 0o644, UID, GID)
+    vol.v.write(fh, 0, text_data(3 * vol.chunk_size, random.Random(14)))
+    vol.v.release(fh)                                      # the last close, as libfuse's unlink checks is_open
+    vol.v.rename("/a", "/.fuse_hidden0001", hide=True)      # ... and hides the file
+    with pytest.raises(NotFound):
+        vol.v.getattr(inode.ino)
+    assert [n for n, _, _ in vol.v.readdir(ROOT_INO)] == [".", ".."]
+    assert_gone_for_good(vol, "/.fuse_hidden0001", inode.ino, before)
+
+
+@pytest.mark.parametrize("handles", [1, 2])
+def test_the_last_release_of_a_hidden_file_unlinks_its_hidden_name(vol: Vol, handles: int) -> None:
+    """libfuse unlinks the hidden name after the last release, unless its unlink raced that release
+    (then its open count went to zero before the name was marked hidden): the volume does it."""
+    before = vol.counters()
+    fh, inode = vol.v.create("/a", 0o644, UID, GID)
+    data = text_data(2 * vol.chunk_size, random.Random(15))
+    vol.v.write(fh, 0, data)
+    more = [vol.v.open(inode.ino) for _ in range(handles - 1)]
+    vol.v.rename("/a", "/.fuse_hidden0002", hide=True)
+    assert vol.v.getattr(inode.ino).nlink == 0
+    for other in more:
+        vol.v.release(other)
+        assert vol.v.resolve("/.fuse_hidden0002") == inode.ino  # still open: still there
+    assert vol.v.read(fh, 0, len(data) + 1) == data
+    vol.v.release(fh)
+    assert_gone_for_good(vol, "/.fuse_hidden0002", inode.ino, before)
+
+
+def test_the_last_release_of_a_hidden_hard_linked_file_keeps_its_other_name(vol: Vol) -> None:
+    ino = vol.create("/a", b"data")
+    vol.v.link(ino, "/b")
+    before = vol.counters()
+    fh = vol.v.open(ino)
+    vol.v.rename("/a", "/.fuse_hidden0003", hide=True)
+    vol.v.release(fh)
+    with pytest.raises(NotFound):
+        vol.v.resolve("/.fuse_hidden0003")
+    assert vol.v.getattr(ino).nlink == 1 and vol.read_path("/b") == b"data"
+    # A later hiding rename of the other name, the file no longer open: an unlink.
+    vol.v.rename("/b", "/.fuse_hidden0004", hide=True)
+    assert_gone_for_good(vol, "/.fuse_hidden0004", ino, {**before, "files": 0, "chunks": 0, "logical_bytes": 0})
+
+
 def test_symlink_and_readlink(vol: Vol) -> None:
     target = "../some where/ü" + "x" * 200
     link = vol.v.symlink("/l", target, UID, GID)

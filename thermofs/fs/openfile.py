@@ -131,6 +131,7 @@ class OpenFile:
         self.ctime = inode.ctime
         self.opens = 0
         self.unlinked = False  # its last name went while open: destroyed at the last release
+        self.hidden = False  # libfuse renamed it to a hidden name: the volume drops that at the last release
         # chmod/chown/utimens of an open file: committed with its data (cp -a sets them on the open
         # file just before close: one synchronous commit instead of four).
         self.attrs: dict[str, int] = {}

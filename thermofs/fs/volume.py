@@ -422,7 +422,9 @@ class Volume:
 
     def rename(self, old: str, new: str, noreplace: bool = False, hide: bool = False) -> None:
         """Rename; ``hide`` marks the new name as a file unlinked while open (libfuse renames such a
-        file to a hidden name and unlinks that at the last close), so a crash cannot leak it."""
+        file to a hidden name and unlinks that at the last close), so a crash cannot leak it. The
+        volume drops a hidden name itself at the last release: libfuse may not (_drop_hidden_name)."""
+        still_open = True
         with self._mutate() as t:
             src_parent, src_name = self._resolve_parent(t, old)
             ino = t.lookup(src_parent.ino, src_name)
@@ -473,8 +475,40 @@ class Volume:
             t.put_inode(inode.evolve(ctime=now, parent=dst_parent.ino if is_dir else 0))
             if hide and not is_dir:
                 t.add_orphan(ino, dst_parent.ino, dst_name)
+                # Under _files_lock: a release either sees this mark or has closed the file before.
+                with self._files_lock:
+                    open_file = self._files.get(ino)
+                    if open_file is not None:
+                        open_file.hidden = True
+                still_open = open_file is not None
+        if not still_open:
+            # libfuse hides a file it counted open, but the last release may have come since, and
+            # libfuse's own check after it may already be past: nobody else unlinks the name.
+            self._drop_hidden_name(ino)
         if replaced:
             self._reclaim()
+
+    def _drop_hidden_name(self, ino: int) -> None:
+        """Unlink the hidden name libfuse gave a file that was unlinked while open, now that it is
+        closed. libfuse unlinks it after our last release returns, but only if it had marked the
+        name hidden by then: an unlink racing that release (it checks the file is open, then renames
+        it, while the release counts down) leaves the name for good (.fuse_hidden* files in
+        .git/objects). libfuse's unlink after this one finds nothing, and ignores that."""
+        with self._mutate() as t:
+            if not t.has_hidden_name(ino):
+                return  # libfuse unlinked it (its unlink drops the record)
+            # Few files are open and unlinked at once: the scan of their records is short.
+            parent, name = next((p, n) for orphan, p, n in t.orphans() if orphan == ino)
+            t.del_orphan(ino)
+            inode = t.get_inode(ino)
+            dir_inode = t.get_inode(parent)
+            if inode is None or dir_inode is None or t.lookup(parent, name) != ino:
+                return  # renamed away from the hidden name: a name like any other
+            now = time.time_ns()
+            t.del_dirent(parent, name)
+            t.put_inode(dir_inode.evolve(mtime=now, ctime=now))
+            self._drop_link(t, inode, now)
+        self._reclaim()
 
     # -- open files ---------------------------------------------------------------------------------
     def open(self, ino: int, truncate: bool = False, writable: bool = True) -> int:
@@ -550,6 +584,8 @@ class Volume:
                 key = (f.birth.parent, f.birth.name)
                 if self._creating.get(key) is f:
                     del self._creating[key]
+        if last and f.hidden:  # after the file left _files: see rename
+            self._drop_hidden_name(f.ino)
         if last and f.unlinked:
             with self.meta.read() as t:
                 inode = t.get_inode(f.ino)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -29,9 +29,10 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     p.close()
 
 
-def errno_of(operations_module: ModuleType, call: object) -> int:
+def errno_of(operations_module: ModuleType, call: Callable[[], object]) -> int:
+    """The errno a call through the operations answers the kernel with."""
     with pytest.raises(operations_module.mfusepy.FuseOSError) as e:
-        call()  # type: ignore[operator]
+        call()
     return int(e.value.errno)
 
 
@@ -62,7 +63,10 @@ def test_an_unexpected_exception_answers_eio_and_is_logged_once_with_its_traceba
 def test_a_domain_error_answers_its_errno_without_an_error_in_the_log(
         operations_module: ModuleType, parts: Parts, caplog: pytest.LogCaptureFixture) -> None:
     ops = operations_module.Operations(parts.volume, lambda: {}, lambda conn, config: None)
+    fh, _inode = parts.volume.create("/f", 0o644, 0, 0)
+    parts.volume.release(fh)
     with caplog.at_level(logging.DEBUG):
+        assert errno_of(operations_module, lambda: ops.truncate("/f", 2**63 - 4096)) == errno.EFBIG
         assert errno_of(operations_module, lambda: ops.getattr("/missing")) == errno.ENOENT
         assert errno_of(operations_module, lambda: ops.rmdir("/missing")) == errno.ENOENT
         assert errno_of(operations_module, lambda: ops.getattr("/" + "n" * 256)) == errno.ENAMETOOLONG

@@ -89,10 +89,11 @@ def _name(name: str) -> bytes:
 
 def _xattr_key(name: str) -> bytes:
     """How an xattr name is stored: its bytes if they are UTF-8, else a NUL and their URL-safe
-    base64. meta.py keeps a running count per name (is it used anywhere?) under a key made of the
-    name as UTF-8 text, which the bytes of a name such as ``user.\\xff`` are not: its commit failed
-    (EINVAL and a traceback). A NUL cannot be in a name (the kernel passes C strings), so the two
-    forms never meet; base64 keeps the longest name, 255 bytes, at 341 within LMDB's 511-byte keys."""
+    base64. meta.py counts the inodes having each name (getxattr of a name nobody has needs no path
+    lookup) under a counter key made of the name as UTF-8 text, which the bytes of a name such as
+    ``user.\\xff`` are not: its commit failed (EINVAL and a traceback). A NUL cannot be in a name
+    (the kernel passes C strings), so the two forms never meet; base64 keeps the longest name, 255
+    bytes, at 341, within LMDB's 511-byte keys. Stores keep escaped names: decoding them stays."""
     raw = os.fsencode(name)
     if not raw or b"\0" in raw:
         raise InvalidArgument(f"bad xattr name {name!r}")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import Mount
+from tests.conftest import Mount, require_tool
 
 
 def test_create_read_write_offsets_and_holes(mount: Mount) -> None:
@@ -185,6 +185,28 @@ def test_xattrs(mount: Mount) -> None:
     assert e.value.errno == errno.ENODATA
 
 
+def test_xattr_names_that_are_not_utf8(mount: Mount) -> None:
+    """Regression: setfattr -n $'user.\\xff' gave EINVAL and a traceback in the daemon log (the
+    fixture fails on one). Any bytes make a name, as on ext4."""
+    p = mount.mountpoint / "xb"
+    p.write_bytes(b"")
+    names = [b"user.\xff", b"user.caf\xe9", b"user." + bytes(range(128, 256)) + b"x" * 122]
+    for i, name in enumerate(names):
+        os.setxattr(p, name, bytes([i]) * 5, os.XATTR_CREATE)
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, names[0], b"again", os.XATTR_CREATE)
+    assert e.value.errno == errno.EEXIST
+    assert sorted(map(os.fsencode, os.listxattr(p))) == sorted(names)
+    mount.remount()
+    for i, name in enumerate(names):
+        assert os.getxattr(p, name) == bytes([i]) * 5
+    os.removexattr(p, names[0])
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, names[0])
+    assert e.value.errno == errno.ENODATA
+    assert sorted(map(os.fsencode, os.listxattr(p))) == sorted(names[1:])
+
+
 def test_fsync_and_fdatasync(mount: Mount) -> None:
     p = mount.mountpoint / "synced"
     fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -340,6 +362,40 @@ def test_permission_checks_as_kernel_does(mount: Mount) -> None:
     assert (m / "drop" / "roots").exists()
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch users")
+def test_no_user_can_grow_a_file_past_the_maximum_size(mount: Mount) -> None:
+    """Regression: any user could truncate -s $((2**63-4096)) a file, which overflowed the signed
+    64-bit total of file bytes; then commits failed. Past the maximum file size a truncate or a
+    write answers EFBIG, and the volume goes on as before."""
+    require_tool("setpriv")
+    m = mount.mountpoint
+    os.chmod(m, 0o755)
+    (m / "u").mkdir()
+    os.chmod(m / "u", 0o777)
+
+    def as_nobody(script: str) -> subprocess.CompletedProcess[str]:
+        # setpriv changes user after the child entered the mountpoint: paths are relative (see
+        # test_permission_checks_as_kernel_does).
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",
+                               script], capture_output=True, text=True, cwd=m, timeout=120)
+
+    r = as_nobody("printf hello > u/big && truncate -s 9223372036854771712 u/big")
+    assert r.returncode != 0 and os.strerror(errno.EFBIG) in r.stderr, r.stderr
+    r = as_nobody("dd if=/dev/zero of=u/big bs=1 count=1 seek=1152921504606846976 conv=notrunc")
+    assert r.returncode != 0 and os.strerror(errno.EFBIG) in r.stderr, r.stderr
+    with pytest.raises(OSError) as e:
+        os.truncate(m / "u" / "big", 2**62)
+    assert e.value.errno == errno.EFBIG
+    assert (m / "u" / "big").read_bytes() == b"hello"
+    # 64 KiB files: together more than the 4,096 bytes the refused size left below 2**63.
+    r = as_nobody("for i in 1 2 3; do head -c 65536 /dev/zero | tr '\\0' $i > u/f$i; done && cat u/f1 u/f2 u/f3")
+    assert r.returncode == 0 and r.stdout == "1" * 65536 + "2" * 65536 + "3" * 65536, r.stderr
+    mount.remount()
+    assert (m / "u" / "big").read_bytes() == b"hello"
+    for i in (1, 2, 3):
+        assert (m / "u" / f"f{i}").read_bytes() == str(i).encode() * 65536
+
+
 def test_stable_inode_numbers(mount: Mount) -> None:
     m = mount.mountpoint
     (m / "d").mkdir()
@@ -349,3 +405,75 @@ def test_stable_inode_numbers(mount: Mount) -> None:
     assert listed["f"] == before["d/f"]
     mount.remount()
     assert {p: os.stat(m / p).st_ino for p in ("d", "d/f")} == before
+
+
+def test_a_name_over_name_max_is_enametoolong_for_every_call(mount: Mount) -> None:
+    """pjdfstest chmod/02.t, chown/02.t, truncate/02.t, link/02.t, rename/01.t, rmdir/02.t, unlink/02.t ..."""
+    m = mount.mountpoint
+    (m / "f").write_bytes(b"x")
+    (m / "d").mkdir()
+    long_name = "n" * 256
+    calls = {
+        "stat": lambda p: os.stat(p), "lstat": lambda p: os.lstat(p), "chmod": lambda p: os.chmod(p, 0o600),
+        "chown": lambda p: os.chown(p, 0, 0), "truncate": lambda p: os.truncate(p, 0),
+        "open": lambda p: os.close(os.open(p, os.O_RDONLY)), "unlink": lambda p: os.unlink(p),
+        "rmdir": lambda p: os.rmdir(p), "link-from": lambda p: os.link(p, m / "g"),
+        "link-to": lambda p: os.link(m / "f", p), "rename-from": lambda p: os.rename(p, m / "g"),
+        "rename-to": lambda p: os.rename(m / "f", p), "mkdir": lambda p: os.mkdir(p),
+        "create": lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)),
+        "symlink": lambda p: os.symlink("t", p), "readlink": lambda p: os.readlink(p),
+        "utime": lambda p: os.utime(p), "getxattr": lambda p: os.getxattr(p, "user.a"),
+        "setxattr": lambda p: os.setxattr(p, "user.a", b"1"), "listxattr": lambda p: os.listxattr(p),
+    }
+    for call, fn in calls.items():
+        for path in (m / long_name, m / "d" / long_name, m / long_name / "x"):
+            with pytest.raises(OSError) as e:
+                fn(path)
+            assert e.value.errno == errno.ENAMETOOLONG, (call, str(path)[-20:], e.value)
+    assert sorted(os.listdir(m)) == ["d", "f"] and (m / "f").read_bytes() == b"x"
+
+
+def test_path_max_is_the_kernels_limit_of_one_argument_not_of_the_tree(mount: Mount) -> None:
+    """A path argument of PATH_MAX bytes is ENAMETOOLONG, one byte less works (pjdfstest */03.t);
+    a tree deeper than PATH_MAX, reached by relative paths, works as on ext4."""
+    m = mount.mountpoint
+    root = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+    component, deep_component = "c" * 200, "d" * 200
+    fds = [root]
+    try:
+        rel = ""
+        while 4095 - len(rel) > 255:  # directories, until a file name fills the path to 4095 bytes
+            rel = f"{rel}{component}/"
+            os.mkdir(rel, dir_fd=root)
+        name = "f" * (4095 - len(rel))
+        fd = os.open(rel + name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=root)
+        os.write(fd, b"at PATH_MAX - 1")
+        os.close(fd)
+        assert os.stat(rel + name, dir_fd=root).st_size == len(b"at PATH_MAX - 1")
+        with pytest.raises(OSError) as e:
+            os.stat(rel + name + "x", dir_fd=root)
+        assert e.value.errno == errno.ENAMETOOLONG
+        # Deeper, one directory at a time: 60 levels of 200 bytes, a 12,000-byte path from the root.
+        for _ in range(60):
+            os.mkdir(deep_component, dir_fd=fds[-1])
+            fds.append(os.open(deep_component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open("deep", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+        os.write(fd, b"deep down")
+        os.close(fd)
+        os.rename("deep", "deeper", src_dir_fd=fds[-1], dst_dir_fd=fds[-1])
+        assert os.listdir(fds[-1]) == ["deeper"]
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+    mount.remount()
+    root = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+    fds = [root]
+    try:
+        for _ in range(60):
+            fds.append(os.open(deep_component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open("deeper", os.O_RDONLY, dir_fd=fds[-1])
+        assert os.read(fd, 100) == b"deep down"
+        os.close(fd)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)

@@ -8,18 +8,19 @@ import random
 import stat
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from thermofs.codecs.frame import HEADER_SIZE
-from thermofs.fs.errors import (CorruptChunk, Exists, InvalidArgument, IsADir, NameTooLong, NoAttr, NotADir,
-                                NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry
+from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, InvalidArgument, IsADir, NameTooLong, NoAttr,
+                                NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn
 from thermofs.fs.mount import Parts, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
-from thermofs.fs.volume import XATTR_CREATE, XATTR_REPLACE, Volume
+from thermofs.fs.volume import MAX_FILE_SIZE, XATTR_CREATE, XATTR_REPLACE, Volume
 
 UID, GID = os.getuid(), os.getgid()
 K4, K64 = 4 << 10, 64 << 10
@@ -346,6 +347,39 @@ def test_truncate_inside_a_short_dirty_buffer_keeps_dirty_accounting(vol: Vol) -
     assert vol.v.live_stats().dirty_bytes == 0
 
 
+@pytest.mark.parametrize("keep_open", [True, False], ids=["open", "closed"])
+def test_no_file_grows_past_max_file_size(vol: Vol, keep_open: bool) -> None:
+    """Regression: truncate -s $((2**63-4096)) was accepted and overflowed the signed 64-bit total of
+    file bytes. Past MAX_FILE_SIZE a truncate or write is EFBIG and changes nothing; a write across
+    it is cut short there, as the kernel does at a filesystem's maximum."""
+    data = b"hello"
+    ino = vol.create("/f", data)
+    before = assert_consistent(vol)
+    fh = vol.v.open(ino) if keep_open else None
+    for size in (MAX_FILE_SIZE + 1, 2**63 - 4096, 2**64):
+        with pytest.raises(FileTooBig):
+            vol.v.truncate(ino, size)
+    fh = fh or vol.v.open(ino)
+    for offset in (MAX_FILE_SIZE, 2**63 - 4096):
+        with pytest.raises(FileTooBig):
+            vol.v.write(fh, offset, b"x")
+    assert vol.v.getattr(ino).size == len(data)
+    assert vol.v.read(fh, 0, 100) == data
+    vol.v.release(fh)
+    assert assert_consistent(vol) == before
+    # Up to the limit itself is fine, and a write across it is short.
+    fh = vol.v.open(ino)
+    assert vol.v.write(fh, MAX_FILE_SIZE - 2, b"tail") == 2
+    assert vol.v.getattr(ino).size == MAX_FILE_SIZE
+    assert vol.v.read(fh, MAX_FILE_SIZE - 3, 10) == b"\0ta"
+    vol.v.release(fh)
+    vol.v.truncate(ino, len(data))
+    vol.create("/g", b"other")
+    vol.reopen()
+    assert vol.read_path("/f") == data and vol.read_path("/g") == b"other"
+    assert assert_consistent(vol)["logical_bytes"] == len(data) + len(b"other")
+
+
 def test_truncate_to_zero_frees_every_chunk(vol: Vol) -> None:
     ino = vol.create("/f", text_data(5 * vol.chunk_size, random.Random(2)))
     stored = vol.counters()["stored_bytes"]
@@ -662,6 +696,30 @@ def test_names_are_checked(vol: Vol) -> None:
         vol.v.open(ROOT_INO)
 
 
+def test_every_lookup_of_a_name_over_name_max_is_name_too_long(vol: Vol) -> None:
+    """A component over NAME_MAX is ENAMETOOLONG wherever it is looked up (pjdfstest */02.t), as on
+    ext4: also in the middle of a path, but only once the walk reaches it."""
+    long_name = "n" * 256
+    ino = vol.create("/f", b"x")
+    vol.v.mkdir("/d", 0o755, UID, GID)
+    lookups: list[Callable[[str], object]] = [
+        vol.v.resolve, vol.v.lookup_attr, vol.v.unlink, vol.v.rmdir,
+        lambda p: vol.v.rename(p, "/g"), lambda p: vol.v.rename("/f", p), lambda p: vol.v.link(ino, p),
+        lambda p: vol.v.getxattr_path(p, "user.a"), lambda p: vol.v.mkdir(p, 0o755, UID, GID),
+        lambda p: vol.v.create(p, 0o644, UID, GID), lambda p: vol.v.symlink(p, "t", UID, GID),
+        lambda p: vol.v.mknod(p, stat.S_IFIFO | 0o644, UID, GID),
+    ]
+    vol.v.setxattr(ino, "user.a", b"1")  # so that getxattr_path resolves the path
+    for lookup in lookups:
+        for path in (f"/{long_name}", f"/d/{long_name}", f"/{long_name}/x", f"/d/{long_name}/x"):
+            with pytest.raises(NameTooLong):
+                lookup(path)
+        with pytest.raises(NotFound):
+            lookup(f"/missing/{long_name}")  # ENOENT comes first, as on ext4
+    assert vol.read_path("/f") == b"x"
+    assert sorted(n for n, _, _ in vol.v.readdir(ROOT_INO)) == [".", "..", "d", "f"]
+
+
 def test_rename_replaces_a_file_and_frees_its_chunks(vol: Vol) -> None:
     a = vol.create("/a", b"A" * (2 * vol.chunk_size))
     b = vol.create("/b", text_data(3 * vol.chunk_size, random.Random(9)))
@@ -960,6 +1018,72 @@ def test_hidden_file_unlinked_at_last_close_is_no_orphan(vol: Vol) -> None:
     assert_consistent(vol)
 
 
+def assert_gone_for_good(vol: Vol, hidden: str, ino: int, before: dict[str, int]) -> None:
+    """The hidden name and (with its last link) the file are gone; libfuse's own unlink of the
+    hidden name, which may still come, finds nothing (it ignores that ENOENT)."""
+    with pytest.raises(NotFound):
+        vol.v.resolve(hidden)
+    with pytest.raises(NotFound):
+        vol.v.getattr(ino)
+    with pytest.raises(NotFound):
+        vol.v.unlink(hidden)
+    with vol.parts.meta.read() as t:
+        assert t.orphans() == []
+    counters = assert_consistent(vol)
+    assert {k: counters.get(k, 0) for k in ("files", "chunks", "logical_bytes")} == {
+        k: before.get(k, 0) for k in ("files", "chunks", "logical_bytes")}
+
+
+def test_a_file_libfuse_hides_after_its_last_release_is_unlinked_at_once(vol: Vol) -> None:
+    """Regression (.fuse_hidden* left behind by git and by open/unlink/close churn): libfuse hides a
+    file it saw open, but its own open count may reach zero (after our release returned) before it
+    marks the new name hidden; then nobody unlinks the hidden name. A hiding rename of a file that
+    is no longer open in the volume is therefore an unlink."""
+    before = vol.counters()
+    fh, inode = vol.v.create("/a", 0o644, UID, GID)
+    vol.v.write(fh, 0, text_data(3 * vol.chunk_size, random.Random(14)))
+    vol.v.release(fh)                                      # the last close, as libfuse's unlink checks is_open
+    vol.v.rename("/a", "/.fuse_hidden0001", hide=True)      # ... and hides the file
+    with pytest.raises(NotFound):
+        vol.v.getattr(inode.ino)
+    assert [n for n, _, _ in vol.v.readdir(ROOT_INO)] == [".", ".."]
+    assert_gone_for_good(vol, "/.fuse_hidden0001", inode.ino, before)
+
+
+@pytest.mark.parametrize("handles", [1, 2])
+def test_the_last_release_of_a_hidden_file_unlinks_its_hidden_name(vol: Vol, handles: int) -> None:
+    """libfuse unlinks the hidden name after the last release, unless its unlink raced that release
+    (then its open count went to zero before the name was marked hidden): the volume does it."""
+    before = vol.counters()
+    fh, inode = vol.v.create("/a", 0o644, UID, GID)
+    data = text_data(2 * vol.chunk_size, random.Random(15))
+    vol.v.write(fh, 0, data)
+    more = [vol.v.open(inode.ino) for _ in range(handles - 1)]
+    vol.v.rename("/a", "/.fuse_hidden0002", hide=True)
+    assert vol.v.getattr(inode.ino).nlink == 0
+    for other in more:
+        vol.v.release(other)
+        assert vol.v.resolve("/.fuse_hidden0002") == inode.ino  # still open: still there
+    assert vol.v.read(fh, 0, len(data) + 1) == data
+    vol.v.release(fh)
+    assert_gone_for_good(vol, "/.fuse_hidden0002", inode.ino, before)
+
+
+def test_the_last_release_of_a_hidden_hard_linked_file_keeps_its_other_name(vol: Vol) -> None:
+    ino = vol.create("/a", b"data")
+    vol.v.link(ino, "/b")
+    before = vol.counters()
+    fh = vol.v.open(ino)
+    vol.v.rename("/a", "/.fuse_hidden0003", hide=True)
+    vol.v.release(fh)
+    with pytest.raises(NotFound):
+        vol.v.resolve("/.fuse_hidden0003")
+    assert vol.v.getattr(ino).nlink == 1 and vol.read_path("/b") == b"data"
+    # A later hiding rename of the other name, the file no longer open: an unlink.
+    vol.v.rename("/b", "/.fuse_hidden0004", hide=True)
+    assert_gone_for_good(vol, "/.fuse_hidden0004", ino, {**before, "files": 0, "chunks": 0, "logical_bytes": 0})
+
+
 def test_symlink_and_readlink(vol: Vol) -> None:
     target = "../some where/ü" + "x" * 200
     link = vol.v.symlink("/l", target, UID, GID)
@@ -1019,6 +1143,55 @@ def test_xattrs_create_replace_semantics(vol: Vol) -> None:
         vol.v.listxattr(ino)
 
 
+# Names as mfusepy hands them over: the kernel's bytes decoded as UTF-8 with surrogateescape.
+ODD_XATTR_NAMES = [
+    os.fsdecode(b"user.\xff"), os.fsdecode(b"user.caf\xe9"), os.fsdecode(b"user.\xed\xa0\x80"),  # a UTF-16 surrogate
+    "user.\u00fc\u4e2d", os.fsdecode(b"user." + bytes(range(128, 256)) + bytes(range(1, 128))[:122]),  # 255 bytes
+]
+
+
+def test_xattr_names_of_any_bytes_work(vol: Vol) -> None:
+    """Regression: a name that is not valid UTF-8 (setfattr -n $'user.\\xff') failed with EINVAL and a
+    traceback (its per-name counter key could not be encoded). Every byte string is a name, as on ext4."""
+    ino = vol.create("/f")
+    assert len(os.fsencode(ODD_XATTR_NAMES[-1])) == 255
+    for i, name in enumerate(ODD_XATTR_NAMES):
+        vol.v.setxattr(ino, name, bytes([i]) * 3, XATTR_CREATE)
+        with pytest.raises(Exists):
+            vol.v.setxattr(ino, name, b"", XATTR_CREATE)
+    vol.v.setxattr(ino, "user.plain", b"p")
+    assert sorted(vol.v.listxattr(ino)) == sorted([*ODD_XATTR_NAMES, "user.plain"])
+    for i, name in enumerate(ODD_XATTR_NAMES):
+        assert vol.v.getxattr(ino, name) == bytes([i]) * 3
+        assert vol.v.getxattr_path("/f", name) == bytes([i]) * 3
+    with pytest.raises(NoAttr):
+        vol.v.getxattr_path("/f", os.fsdecode(b"user.\xfe"))
+    with pytest.raises(InvalidArgument):
+        vol.v.setxattr(ino, "user.a\x00b", b"")  # the kernel passes C strings: NUL ends a name
+    with pytest.raises(NameTooLong):
+        vol.v.setxattr(ino, os.fsdecode(b"user." + b"\xff" * 251), b"")
+    vol.reopen()
+    assert sorted(vol.v.listxattr(ino)) == sorted([*ODD_XATTR_NAMES, "user.plain"])
+    vol.v.removexattr(ino, ODD_XATTR_NAMES[0])
+    with pytest.raises(NoAttr):
+        vol.v.removexattr(ino, ODD_XATTR_NAMES[0])
+    with pytest.raises(NoAttr):
+        vol.v.getxattr(ino, ODD_XATTR_NAMES[0])
+    assert sorted(vol.v.listxattr(ino)) == sorted([*ODD_XATTR_NAMES[1:], "user.plain"])
+    other = vol.create("/g")
+    vol.v.setxattr(other, ODD_XATTR_NAMES[1], b"other")
+    vol.v.unlink("/f")  # its xattrs go with it, counters too
+    with pytest.raises(NoAttr):
+        vol.v.getxattr_path("/g", ODD_XATTR_NAMES[2])
+    assert vol.v.getxattr_path("/g", ODD_XATTR_NAMES[1]) == b"other"
+    with vol.parts.meta.read() as t:  # each stored name counts the inodes that have it (as fsck recounts)
+        stored = [name for inode in t.inodes() for name in t.xattr_names(inode.ino)]
+        counters = t.counters()
+    assert len(stored) == 1
+    assert {k: v for k, v in counters.items() if k.startswith("xattr/") and v} == {
+        "xattr/" + os.fsdecode(stored[0]): 1}
+
+
 def test_setattr_changes_mode_owner_and_times(vol: Vol) -> None:
     ino = vol.create("/f", b"x")
     vol.v.setattr(ino, mode=0o4711, uid=-1, gid=-1, atime=10**9, mtime=2 * 10**9)
@@ -1062,6 +1235,66 @@ def test_counters_after_a_sequence_of_operations(vol: Vol) -> None:
 
 
 # -- concurrency ------------------------------------------------------------------------------------------
+
+def _listed_in_root(v: Volume, ino: int) -> None:
+    assert ("new", ino, stat.S_IFREG) in v.readdir(ROOT_INO)
+
+
+LOOKUPS_OF_A_NEW_FILE: dict[str, Callable[[Volume, int], object]] = {
+    "getattr by handle": lambda v, ino: v.getattr(ino),  # libfuse's GETATTR right after CREATE
+    "getattr by path": lambda v, ino: v.lookup_attr("/new"),
+    "resolve": lambda v, ino: v.resolve("/new"),
+    "open": lambda v, ino: v.release(v.open(ino)),
+    "getxattr": lambda v, ino: v.getxattr(ino, "user.none"),
+    "readdir": _listed_in_root,
+}
+
+
+@pytest.mark.parametrize("lookup", LOOKUPS_OF_A_NEW_FILE)
+@pytest.mark.parametrize("cause", ["settled by a chmod", "committed by its release"])
+def test_a_lookup_racing_the_commit_of_a_new_file_still_finds_it(vol: Vol, lookup: str, cause: str) -> None:
+    """Regression: a created file lives in the volume's table of deferred creates until its first
+    commit puts it into LMDB. A lookup whose read transaction began before that commit, and which
+    looked at the table after the file had left it, answered ENOENT for a file that exists (open
+    with O_CREAT failed while another process chmodded an unrelated file). The commit is forced into
+    that window here: the lookup's snapshot is taken, then another thread commits the file."""
+    other = vol.create("/other", b"o")
+    fh, inode = vol.v.create("/new", 0o644, UID, GID)
+    vol.v.write(fh, 0, b"data")
+    real_read = vol.parts.meta.read
+    interleaved: list[str] = []
+
+    def commit_meanwhile() -> None:
+        if cause == "settled by a chmod":
+            vol.v.setattr(other, mode=0o600)  # any namespace change commits every deferred create
+        else:
+            vol.v.release(fh)
+
+    @contextmanager
+    def read_then_commit() -> Iterator[Txn]:
+        with real_read() as t:
+            if not interleaved:
+                interleaved.append(cause)
+                # Another thread: LMDB allows one transaction per thread.
+                worker = threading.Thread(target=commit_meanwhile)
+                worker.start()
+                worker.join()
+            yield t
+
+    vol.parts.meta.read = read_then_commit  # type: ignore[method-assign]
+    try:
+        try:
+            LOOKUPS_OF_A_NEW_FILE[lookup](vol.v, inode.ino)
+        except NoAttr:
+            pass  # getxattr found the file
+    finally:
+        vol.parts.meta.read = real_read  # type: ignore[method-assign]
+    assert interleaved == [cause]
+    if cause == "settled by a chmod":
+        vol.v.release(fh)
+    assert vol.read_path("/new") == b"data"
+    assert_consistent(vol)
+
 
 def test_threads_writing_and_reading_different_files(make_vol: MakeVol) -> None:
     vol = make_vol(chunk_size=K4, hot_codec="auto", dirty_bytes=128 << 10)

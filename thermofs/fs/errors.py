@@ -53,6 +53,10 @@ class NotSupported(FsError):
     pass
 
 
+class FileTooBig(FsError):
+    """A write or truncate would take a file past the volume's maximum file size."""
+
+
 class NoSpace(FsError):
     """The store's disk (or the LMDB map) is full; nothing that was committed is lost."""
 

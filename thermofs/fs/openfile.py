@@ -60,6 +60,24 @@ class WriteBudget:
 Buffer = bytes | bytearray | memoryview
 
 
+class BirthCount:
+    """How many created files have reached LMDB with their first commit.
+
+    Until then a new file is known only to the volume's table of deferred creates; afterwards only
+    to LMDB. A lookup whose snapshot predates the commit, and which looks at the table once the file
+    has left it, sees the file in neither: it reads again if this count moved meanwhile. Advanced
+    after the commit and before the file counts as born or leaves the table, so such a lookup always
+    sees it move."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def advance(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
 @dataclass(frozen=True)
 class Birth:
     """A created file that is not in LMDB yet: where its first commit links it."""
@@ -102,16 +120,18 @@ class OpenFile:
 
     def __init__(self, inode: Inode, chunks: ChunkStore, meta: MetaStore, cache: ChunkCache,
                  budget: WriteBudget, pool: ThreadPoolExecutor, birth: Birth | None = None,
-                 observer: AccessObserver | None = None) -> None:
+                 observer: AccessObserver | None = None, births: BirthCount | None = None) -> None:
         self.ino = inode.ino
         self.birth = birth  # set until the first commit puts the new file into LMDB
         self.born = birth is None
+        self._births = births
         self.kind = stat.S_IFMT(inode.mode)
         self.size = inode.size
         self.mtime = inode.mtime
         self.ctime = inode.ctime
         self.opens = 0
         self.unlinked = False  # its last name went while open: destroyed at the last release
+        self.hidden = False  # libfuse renamed it to a hidden name: the volume drops that at the last release
         # chmod/chown/utimens of an open file: committed with its data (cp -a sets them on the open
         # file just before close: one synchronous commit instead of four).
         self.attrs: dict[str, int] = {}
@@ -434,11 +454,13 @@ class OpenFile:
             self._reap(wait=True)
             if _in_segments(self._staged.values()):
                 self._chunks.sync()
+            linked = False
             with self._meta.write() as t:
                 inode = t.get_inode(self.ino)
                 if inode is None and self.birth is not None:
                     link_new_inode(t, self.birth.parent, self.birth.name, self.birth.inode)
                     inode = self.birth.inode
+                    linked = True
                 if inode is None:
                     for entry in _in_segments([*self._staged.values(), *self._superseded]):
                         t.add_garbage(entry)
@@ -455,6 +477,8 @@ class OpenFile:
                     if stat.S_ISREG(inode.mode) and inode.nlink > 0:
                         t.bump("logical_bytes", self.size - inode.size)
                     t.put_inode(self.overlay(inode))
+            if linked and self._births is not None:
+                self._births.advance()
             self._staged.clear()
             self._inline.clear()
             self._superseded.clear()

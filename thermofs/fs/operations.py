@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
-from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, MetaError,
+from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, MetaError,
                                 NameTooLong, NoAttr, NoSpace, NotADir, NotEmpty, NotFound, NotPermitted,
                                 NotSupported)
 from thermofs.fs.meta import Inode
@@ -39,6 +39,7 @@ ERRNO: dict[type[Exception], int] = {
     NoAttr: errno.ENODATA,
     NotSupported: errno.EOPNOTSUPP,
     NoSpace: errno.ENOSPC,
+    FileTooBig: errno.EFBIG,
     CorruptChunk: errno.EIO,
     MetaError: errno.EIO,
 }
@@ -73,7 +74,8 @@ def _pin_thread_state(flag: threading.local) -> None:
 
 
 def translate(fn: F) -> F:
-    """Turn domain errors into FuseOSError; log the ones that mean damage."""
+    """Turn domain errors into FuseOSError and log the ones that mean damage; anything else is EIO
+    with its traceback logged here, once (mfusepy would answer EINVAL, the caller's mistake)."""
 
     def wrapper(self: Operations, *args: Any) -> Any:
         try:
@@ -83,6 +85,11 @@ def translate(fn: F) -> F:
             if code == errno.EIO:
                 log.error("%s%r: %s", fn.__name__, args[:1], e)
             raise mfusepy.FuseOSError(code) from e
+        except mfusepy.FuseOSError:
+            raise
+        except Exception:
+            log.exception("%s%r: unexpected error", fn.__name__, args[:1])
+            raise mfusepy.FuseOSError(errno.EIO) from None
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__

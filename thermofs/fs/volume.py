@@ -17,24 +17,28 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from thermofs.codecs import CodecSpec
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import (CorruptChunk, Exists, FsError, InvalidArgument, IsADir, NameTooLong, NoAttr,
-                                NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
+from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, NameTooLong,
+                                NoAttr, NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import (INLINE_SEGMENT, ROOT_INO, U64, ChunkEntry, CorruptRecord, Damaged, Inode, MetaStore,
                               Txn)
-from thermofs.fs.openfile import AccessObserver, Birth, OpenFile, WriteBudget, link_new_inode
+from thermofs.fs.openfile import AccessObserver, Birth, BirthCount, OpenFile, WriteBudget, link_new_inode
 
 log = logging.getLogger("thermofs.volume")
 
 NAME_MAX = 255
+# Largest file size: 1 EiB, more than any disk holds, so no file is refused that could be stored,
+# while sizes and their running total stay far from the signed 64-bit limit (a truncate to 2**63 -
+# 4096 overflowed it) and chunk indices stay small (2**44 at 64 KiB chunks).
+MAX_FILE_SIZE = 1 << 60
 XATTR_CREATE = 1
 XATTR_REPLACE = 2
 # Bound on buffered, not yet encoded data across all open files; past it a writer waits for the
@@ -43,6 +47,8 @@ XATTR_REPLACE = 2
 DEFAULT_DIRTY_BYTES = 64 << 20
 # Inode numbers reserved per LMDB commit.
 INO_BLOCK = 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,6 +85,17 @@ def _name(name: str) -> bytes:
     return raw
 
 
+def _xattr_key(name: str) -> bytes:
+    """An xattr name as stored: its bytes (mfusepy decodes names with surrogateescape, so any bytes
+    come back as they were), checked like the kernel's names."""
+    raw = os.fsencode(name)
+    if not raw or b"\0" in raw:
+        raise InvalidArgument(f"bad xattr name {name!r}")
+    if len(raw) > NAME_MAX:
+        raise NameTooLong(name)
+    return raw
+
+
 class SpaceWatcher(Protocol):
     """Told when frames died (the reclaimer, which may then delete segments holding only garbage)."""
 
@@ -110,6 +127,7 @@ class Volume:
         # synchronous commit per small file instead of two. Every other namespace change first
         # settles these (commits them), under _ns_lock, so LMDB alone decides it.
         self._creating: dict[tuple[int, bytes], OpenFile] = {}
+        self._births = BirthCount()  # advanced when one of them reaches LMDB (see _read)
         self._ns_lock = threading.RLock()
         # Inode numbers are reserved from LMDB in blocks, so a deferred create needs no commit.
         self._ino_next = self._ino_limit = 0
@@ -119,31 +137,56 @@ class Volume:
         self._recovered = False
 
     # -- paths --------------------------------------------------------------------------------------
+    def _read(self, lookup: Callable[[Txn], T]) -> T:
+        """Run a lookup in a read transaction. A created file leaves the table of deferred creates
+        (or counts as born) only after its first commit, which advances the birth count first: a
+        lookup that missed while the count moved may hold a snapshot older than that commit, so it
+        reads again (a create answered ENOENT for the file it had just made)."""
+        while True:
+            births = self._births.value
+            with self.meta.read() as t:
+                try:
+                    return lookup(t)
+                except (NotFound, NotADir):
+                    if self._births.value == births:
+                        raise
+
     def resolve(self, path: str) -> int:
-        with self.meta.read() as t:
-            return self._resolve(t, path)
+        return self._read(lambda t: self._resolve(t, path))
 
     def _resolve(self, t: Txn, path: str) -> int:
         ino = ROOT_INO
+        named = False  # ino came from a directory entry of this snapshot
         for part in os.fsencode(path).split(b"/"):
             if not part:
                 continue
             child = t.lookup(ino, part)
+            named = child is not None
             if child is None:
                 pending = self._creating.get((ino, part))
                 if pending is None or pending.born:
                     # Only directories have entries: which error is right needs the inode, but
                     # only on this path (getattr, the most frequent request, resolves every call).
+                    # No name over NAME_MAX is ever stored, so its check waits for the miss too.
                     inode = t.get_inode(ino)
-                    if inode is not None and stat.S_ISDIR(inode.mode):
-                        self._verify_dir(t, ino, part)
-                        raise NotFound(path)
-                    raise NotADir(path)
+                    if inode is None and ino not in self._files:
+                        raise self._named_but_missing(path, ino)
+                    if inode is None or not stat.S_ISDIR(inode.mode):
+                        raise NotADir(path)  # (a file being created is no directory either)
+                    if len(part) > NAME_MAX:
+                        raise NameTooLong(path)
+                    self._verify_dir(t, ino, part)
+                    raise NotFound(path)
                 child = pending.ino
             ino = child
-        if ino != ROOT_INO and t.get_inode(ino) is None and ino not in self._files:
-            raise CorruptRecord("inodes", U64.pack(ino), f"{path!r} names inode {ino}, which is missing")
+        if named and t.get_inode(ino) is None:
+            raise self._named_but_missing(path, ino)
         return ino
+
+    @staticmethod
+    def _named_but_missing(path: str, ino: int) -> CorruptRecord:
+        """A directory entry of this snapshot names an inode the snapshot lacks: damage (invariant 6)."""
+        return CorruptRecord("inodes", U64.pack(ino), f"{path!r} names inode {ino}, which is missing")
 
     def _verify_dir(self, t: Txn, ino: int, missed: bytes) -> None:
         """A name was not found in directory ``ino``: check once per mount that no entry of it was
@@ -206,13 +249,11 @@ class Volume:
 
     # -- attributes ---------------------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
-        with self.meta.read() as t:
-            return self._current(t, self._get(t, ino))
+        return self._read(lambda t: self._current(t, self._get(t, ino)))
 
     def lookup_attr(self, path: str) -> Inode:
         """getattr by path in one read transaction (the most frequent request of all)."""
-        with self.meta.read() as t:
-            return self._current(t, self._get(t, self._resolve(t, path)))
+        return self._read(lambda t: self._current(t, self._get(t, self._resolve(t, path))))
 
     def _current(self, t: Txn, inode: Inode) -> Inode:
         """The inode as the application sees it: with the uncommitted size, times and attributes of
@@ -255,6 +296,9 @@ class Volume:
     # -- directories --------------------------------------------------------------------------------
     def readdir(self, ino: int) -> list[tuple[str, int, int]]:
         """(name, inode, file type bits) of every entry, with "." and ".." first."""
+        # Deferred creates are taken before the snapshot: one that left the table before this copy
+        # was committed before it, so the snapshot has it.
+        creating = list(self._creating.items())
         with self.meta.read() as t:
             inode = self._get(t, ino)
             if not stat.S_ISDIR(inode.mode):
@@ -265,7 +309,7 @@ class Volume:
                 raise CorruptRecord("dirents", U64.pack(ino), f"directory {ino} lists {len(out) - 2} "
                                                               f"entries, its inode counts {inode.count}")
             seen = {name for name, _child, _kind in out}
-        for (parent, name), f in list(self._creating.items()):
+        for (parent, name), f in creating:
             if parent == ino and os.fsdecode(name) not in seen:
                 out.append((os.fsdecode(name), f.ino, stat.S_IFREG))
         return out
@@ -408,7 +452,9 @@ class Volume:
 
     def rename(self, old: str, new: str, noreplace: bool = False, hide: bool = False) -> None:
         """Rename; ``hide`` marks the new name as a file unlinked while open (libfuse renames such a
-        file to a hidden name and unlinks that at the last close), so a crash cannot leak it."""
+        file to a hidden name and unlinks that at the last close), so a crash cannot leak it. The
+        volume drops a hidden name itself at the last release: libfuse may not (_drop_hidden_name)."""
+        still_open = True
         with self._mutate() as t:
             src_parent, src_name = self._resolve_parent(t, old)
             ino = t.lookup(src_parent.ino, src_name)
@@ -459,8 +505,40 @@ class Volume:
             t.put_inode(inode.evolve(ctime=now, parent=dst_parent.ino if is_dir else 0))
             if hide and not is_dir:
                 t.add_orphan(ino, dst_parent.ino, dst_name)
+                # Under _files_lock: a release either sees this mark or has closed the file before.
+                with self._files_lock:
+                    open_file = self._files.get(ino)
+                    if open_file is not None:
+                        open_file.hidden = True
+                still_open = open_file is not None
+        if not still_open:
+            # libfuse hides a file it counted open, but the last release may have come since, and
+            # libfuse's own check after it may already be past: nobody else unlinks the name.
+            self._drop_hidden_name(ino)
         if replaced:
             self._reclaim()
+
+    def _drop_hidden_name(self, ino: int) -> None:
+        """Unlink the hidden name libfuse gave a file that was unlinked while open, now that it is
+        closed. libfuse unlinks it after our last release returns, but only if it had marked the
+        name hidden by then: an unlink racing that release (it checks the file is open, then renames
+        it, while the release counts down) leaves the name for good (.fuse_hidden* files in
+        .git/objects). libfuse's unlink after this one finds nothing, and ignores that."""
+        with self._mutate() as t:
+            if not t.has_hidden_name(ino):
+                return  # libfuse unlinked it (its unlink drops the record)
+            # Few files are open and unlinked at once: the scan of their records is short.
+            parent, name = next((p, n) for orphan, p, n in t.orphans() if orphan == ino)
+            t.del_orphan(ino)
+            inode = t.get_inode(ino)
+            dir_inode = t.get_inode(parent)
+            if inode is None or dir_inode is None or t.lookup(parent, name) != ino:
+                return  # renamed away from the hidden name: a name like any other
+            now = time.time_ns()
+            t.del_dirent(parent, name)
+            t.put_inode(dir_inode.evolve(mtime=now, ctime=now))
+            self._drop_link(t, inode, now)
+        self._reclaim()
 
     # -- open files ---------------------------------------------------------------------------------
     def open(self, ino: int, truncate: bool = False, writable: bool = True) -> int:
@@ -468,8 +546,7 @@ class Volume:
 
         ``truncate`` (O_TRUNC) empties the file as part of the open.
         """
-        with self.meta.read() as t:
-            inode = self._get(t, ino)
+        inode = self._read(lambda t: self._get(t, ino))
         if stat.S_ISDIR(inode.mode):
             raise IsADir(f"inode {ino}")
         fh = self._acquire(inode, writable)
@@ -485,8 +562,8 @@ class Volume:
         with self._files_lock:
             f = self._files.get(inode.ino)
             if f is None:
-                f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache,
-                                                      self._budget, self._pool, birth, self._observer)
+                f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache, self._budget,
+                                                      self._pool, birth, self._observer, self._births)
             f.opens += 1
             fh = self._next_handle
             self._next_handle += 1
@@ -537,6 +614,8 @@ class Volume:
                 key = (f.birth.parent, f.birth.name)
                 if self._creating.get(key) is f:
                     del self._creating[key]
+        if last and f.hidden:  # after the file left _files: see rename
+            self._drop_hidden_name(f.ino)
         if last and f.unlinked:
             with self.meta.read() as t:
                 inode = t.get_inode(f.ino)
@@ -565,19 +644,27 @@ class Volume:
         return out
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
-        n = self._open_file(fh).write(offset, data)
+        """Write at ``offset``; a write across MAX_FILE_SIZE is cut short there (as the kernel cuts
+        one at a filesystem's maximum), one at or past it is refused."""
+        f = self._open_file(fh)
+        if offset + len(data) > MAX_FILE_SIZE:
+            if offset >= MAX_FILE_SIZE:
+                raise FileTooBig(f"inode {f.ino}: write at {offset}")
+            data = data[:MAX_FILE_SIZE - offset]
+        n = f.write(offset, data)
         with self._counts_lock:
             self._write_bytes += n
             self._write_ops += 1
         return n
 
     def truncate(self, ino: int, size: int) -> None:
+        if size > MAX_FILE_SIZE:
+            raise FileTooBig(f"inode {ino}: truncate to {size}")
         f = self._files.get(ino)
         if f is not None:
             f.truncate(size)
             return
-        with self.meta.read() as t:
-            inode = self._get(t, ino)
+        inode = self._read(lambda t: self._get(t, ino))
         if stat.S_ISDIR(inode.mode):
             raise IsADir(f"inode {ino}")
         fh = self._acquire(inode, writable=True)
@@ -602,19 +689,22 @@ class Volume:
 
     # -- xattrs -------------------------------------------------------------------------------------
     def getxattr(self, ino: int, name: str) -> bytes:
-        with self.meta.read() as t:
-            return self._xattr(t, ino, name)
+        return self._read(lambda t: self._xattr(t, ino, name))
 
     def getxattr_path(self, path: str, name: str) -> bytes:
         """getxattr by path; a name no inode has is answered without resolving the path."""
-        with self.meta.read() as t:
-            if not t.xattr_in_use(os.fsencode(name)):
+        key = _xattr_key(name)
+
+        def lookup(t: Txn) -> bytes:
+            if not t.xattr_in_use(key):
                 raise NoAttr(name)
             return self._xattr(t, self._resolve(t, path), name)
 
+        return self._read(lookup)
+
     def _xattr(self, t: Txn, ino: int, name: str) -> bytes:
         self._get(t, ino)
-        raw = os.fsencode(name)
+        raw = _xattr_key(name)
         value = t.get_xattr(ino, raw)
         if value is None:
             # Absent, or its record's key damaged out of order? The inode's xattrs are few: a scan
@@ -625,32 +715,33 @@ class Volume:
         return value
 
     def listxattr(self, ino: int) -> list[str]:
-        with self.meta.read() as t:
+        def lookup(t: Txn) -> list[str]:
             self._get(t, ino)
-            return [os.fsdecode(n) for n in t.xattr_names(ino)]
+            return [os.fsdecode(key) for key in t.xattr_names(ino)]
+
+        return self._read(lookup)
 
     def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
-        raw = os.fsencode(name)
-        if raw.startswith(b"system.posix_acl_"):
+        if name.startswith("system.posix_acl_"):
             # POSIX ACLs would have to change the mode bits the kernel checks; without ACL support
             # (as on a filesystem mounted noacl) programs such as cp -a fall back to chmod.
             raise NotSupported(name)
-        if not raw or len(raw) > NAME_MAX:
-            raise NameTooLong(name) if raw else InvalidArgument("empty xattr name")
+        key = _xattr_key(name)
         with self._mutate() as t:
             inode = self._get(t, ino)
-            exists = t.get_xattr(ino, raw) is not None
+            exists = t.get_xattr(ino, key) is not None
             if flags & XATTR_CREATE and exists:
                 raise Exists(name)
             if flags & XATTR_REPLACE and not exists:
                 raise NoAttr(name)
-            t.put_xattr(ino, raw, value)
+            t.put_xattr(ino, key, value)
             t.put_inode(inode.evolve(ctime=time.time_ns()))
 
     def removexattr(self, ino: int, name: str) -> None:
+        key = _xattr_key(name)
         with self._mutate() as t:
             inode = self._get(t, ino)
-            if not t.del_xattr(ino, os.fsencode(name)):
+            if not t.del_xattr(ino, key):
                 raise NoAttr(name)
             t.put_inode(inode.evolve(ctime=time.time_ns()))
 

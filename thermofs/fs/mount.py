@@ -41,6 +41,12 @@ FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "m
 # which cuts the per-request Python cost of sequential reads by 8x.
 READ_AHEAD_KB = 1024
 SWITCH_INTERVAL = 0.0005
+# libfuse 3.14's fuse_main_real hands the max_idle_threads default (UINT_MAX, "never destroy idle
+# workers") to fuse_loop_cfg_set_idle_threads, which rejects anything above 100,000 and logs
+# "Ignoring invalid max threads value 4294967295 > max (100000)" (fixed in later releases). An
+# explicit 100,000 is accepted and means the same with at most max_threads (10) workers: no idle
+# worker is ever destroyed, so none loses its pinned Python thread state (see operations.FUSE).
+MAX_IDLE_THREADS = 100_000
 
 
 @dataclass
@@ -277,7 +283,8 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
             parts.cooler.start()
         control = ControlServer(store, handlers(parts) if handlers is not None else {})
         control.start()
-        fuse_opts = {"fsname": f"thermofs:{store}", "subtype": "thermofs", "default_permissions": True}
+        fuse_opts: dict[str, Any] = {"fsname": f"thermofs:{store}", "subtype": "thermofs",
+                                     "default_permissions": True, "max_idle_threads": str(MAX_IDLE_THREADS)}
         if os.getuid() == 0:
             fuse_opts["allow_other"] = True  # safe: the kernel checks permissions (default_permissions)
         fuse_opts.update(options.fuse)

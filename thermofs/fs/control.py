@@ -34,8 +34,17 @@ Send = Callable[[dict[str, Any]], None]
 Handler = Callable[[dict[str, Any], Send], Any]
 
 
+class UnusableTarget(StoreError):
+    """What a command was pointed at cannot serve it: no store, no thermofs mount, a store in use,
+    a daemon out of reach (the command exits with status 2, as for a usage error)."""
+
+
 class ControlError(StoreError):
-    """The daemon could not be reached, or refused or failed a request."""
+    """The daemon refused or failed a request, or went away during it."""
+
+
+class DaemonUnreachable(ControlError, UnusableTarget):
+    """The daemon's control socket cannot be connected to."""
 
 
 @contextmanager
@@ -117,10 +126,11 @@ def call(store: Path, op: str, args: dict[str, Any] | None = None,
             try:
                 sock.connect(path)
             except PermissionError:
-                raise ControlError(f"permission denied on {store / SOCKET_NAME}: run this as the user "
-                                   f"who mounted the volume") from None
+                raise DaemonUnreachable(f"permission denied on {store / SOCKET_NAME}: run this as the user "
+                                        f"who mounted the volume") from None
             except OSError as e:
-                raise ControlError(f"cannot reach the daemon of {store} ({e.strerror}); is it mounted?") from None
+                raise DaemonUnreachable(f"cannot reach the daemon of {store} ({e.strerror}); is it "
+                                        f"mounted?") from None
         with sock.makefile("rwb") as f:
             f.write(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
             f.flush()

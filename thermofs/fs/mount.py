@@ -17,7 +17,7 @@ from typing import Any
 from thermofs.codecs import CodecSpec, CodecTable
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.control import ControlServer, Handler
+from thermofs.fs.control import ControlServer, Handler, UnusableTarget
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.segments import SegmentStore
@@ -219,13 +219,13 @@ def answers(path: Path, timeout: float) -> bool:
 
 def check_mountpoint(mountpoint: Path, nonempty: bool) -> None:
     if not mountpoint.exists():
-        raise StoreError(f"mountpoint {mountpoint} does not exist")
+        raise UnusableTarget(f"mountpoint {mountpoint} does not exist")
     if not mountpoint.is_dir():
-        raise StoreError(f"mountpoint {mountpoint} is not a directory")
+        raise UnusableTarget(f"mountpoint {mountpoint} is not a directory")
     if mount_source(mountpoint) is not None:
-        raise StoreError(f"{mountpoint} is already a mountpoint")
+        raise UnusableTarget(f"{mountpoint} is already a mountpoint")
     if not nonempty and any(mountpoint.iterdir()):
-        raise StoreError(f"mountpoint {mountpoint} is not empty (use -o nonempty to mount over it)")
+        raise UnusableTarget(f"mountpoint {mountpoint} is not empty (use -o nonempty to mount over it)")
 
 
 def _raise_read_ahead(mountpoint: Path, deadline: float) -> None:

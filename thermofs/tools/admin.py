@@ -17,7 +17,8 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from thermofs.fs.control import Handler, Send, Target, call, resolve_target
+from thermofs.fs.control import Handler, Send, Target, UnusableTarget, call, resolve_target
+from thermofs.fs.errors import StoreError
 from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume
 from thermofs.fs.store import read_config
 from thermofs.tools.compact import MIN_GARBAGE_SHARE, CompactReport
@@ -27,7 +28,10 @@ from thermofs.tools.offline import lock_store
 
 def target_of(path: Path) -> Target:
     target = resolve_target(path.resolve(), mounted_store)
-    read_config(target.store)  # a clear error for a directory that is no store
+    try:
+        read_config(target.store)  # a clear error for a directory that is no store
+    except StoreError as e:
+        raise UnusableTarget(str(e)) from None
     return target
 
 
@@ -125,10 +129,9 @@ def live_figures(parts: Parts) -> Handler:
     return live
 
 
-def _run(path: Path, op: str, args: dict[str, Any], desc: str, unit: str = "chunk",
+def _run(target: Target, op: str, args: dict[str, Any], desc: str, unit: str = "chunk",
          show_progress: bool = True, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Run an admin operation on the volume at ``path``: by its daemon if mounted, else here."""
-    target = target_of(path)
+    """Run an admin operation on the volume of ``target``: by its daemon if mounted, else here."""
     with progress_bar(desc, unit) as bar:
         report = bar if show_progress else (lambda done, total: None)
         if target.mounted:
@@ -139,18 +142,18 @@ def _run(path: Path, op: str, args: dict[str, Any], desc: str, unit: str = "chun
             return OPERATIONS[op](parts, args, report, stop)
 
 
-def cool(path: Path, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:
+def cool(target: Target, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:
     """One cooling pass (``thermofs cool``); returns the pass's figures."""
-    return _run(path, "cool", {"older_than": older_than, "throttle": throttle}, "cooling",
+    return _run(target, "cool", {"older_than": older_than, "throttle": throttle}, "cooling",
                 show_progress=show_progress)
 
 
-def compact(path: Path, min_garbage: float, stop: threading.Event) -> CompactReport:
+def compact(target: Target, min_garbage: float, stop: threading.Event) -> CompactReport:
     """``thermofs compact``: offline under the lock (``stop`` ends it after a batch), or by the
     mounted volume's daemon."""
-    return CompactReport(**_run(path, "compact", {"min_garbage": min_garbage}, "compacting", "B", stop=stop))
+    return CompactReport(**_run(target, "compact", {"min_garbage": min_garbage}, "compacting", "B", stop=stop))
 
 
-def train(path: Path, budget: float, model: bool) -> dict[str, Any]:
+def train(target: Target, budget: float, model: bool) -> dict[str, Any]:
     """``thermofs train``: dictionaries (and a learned model) from the volume's own chunks."""
-    return _run(path, "train", {"budget": budget, "model": model}, "training", "‰")
+    return _run(target, "train", {"budget": budget, "model": model}, "training", "‰")

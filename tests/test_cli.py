@@ -22,7 +22,7 @@ def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
                           stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("command", ["mkfs", "mount", "stats", "cool", "compact", "fsck", "train"])
+@pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "cool", "compact", "fsck", "train"])
 def test_every_command_has_help(command: str) -> None:
     r = run(command, "--help")
     assert r.returncode == 0 and "Usage:" in r.stdout

@@ -28,7 +28,7 @@ def test_the_exit_status_rule_is_in_the_help() -> None:
     assert "2 usage error or unusable target" in text and "130 interrupted" in text
 
 
-@pytest.mark.parametrize("command", ["mkfs", "mount", "stats", "fsck", "cool", "compact", "train"])
+@pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "fsck", "cool", "compact", "train"])
 def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -37,7 +37,8 @@ def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
     args: list[str | Path] = {"mkfs": [plain], "mount": [plain, tmp_path / "mnt"]}.get(command, [plain])
     r = run(command, *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    message = "not an empty directory" if command == "mkfs" else "not a thermofs store"
+    message = {"mkfs": "not an empty directory", "umount": "not a mount point"}.get(command,
+                                                                                    "not a thermofs store")
     assert message in r.stderr
     if command != "mkfs":  # mkfs makes a missing directory
         r = run(command, *[tmp_path / "missing" if a == plain else a for a in args])
@@ -51,6 +52,7 @@ def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
     ("mkfs", ["--policy", "cold_age=soon"], "bad age"),
     ("mount", ["MNT", "-o", "cache_size=lots"], "not a size"),
     ("mount", ["MNT", "-o", "cold_age=often"], "bad age"),
+    ("umount", ["--timeout", "soon"], "bad age"),
     ("fsck", ["--repair=yes"], "does not take a value"),
     ("cool", ["--older-than", "soon"], "bad age"),
     ("compact", ["--min-garbage", "150"], "150"),
@@ -60,7 +62,7 @@ def test_a_bad_value_exits_2(tmp_path: Path, command: str, args: list[str], mess
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     mnt.mkdir()
     assert run("mkfs", store).returncode == 0
-    target = tmp_path / "new" if command == "mkfs" else store
+    target = tmp_path / "new" if command == "mkfs" else mnt if command == "umount" else store
     r = run(command, target, *[a.replace("MNT", str(mnt)).replace("STORE", str(store)) for a in args])
     assert r.returncode == 2 and message in r.stderr, (r.stdout, r.stderr)
     assert mount_source(mnt) is None

@@ -129,13 +129,14 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
                    "nocool (no background cooling); and FUSE options such as allow_other, ro, kernel_cache.")
 @click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the store's log file only.")
 def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | None, no_stderr: bool) -> None:
-    """Mount the volume in STORE on MOUNTPOINT (unmount with: fusermount -u MOUNTPOINT).
+    """Mount the volume in STORE on MOUNTPOINT (unmount with: thermofs umount MOUNTPOINT).
 
     Memory stays bounded by cache_size + dirty_size plus a few MiB per encoding thread, whatever the
-    file sizes.
+    file sizes. A store whose previous daemon is still exiting after its unmount is waited for.
     """
     from thermofs.fs.mount import check_mountpoint, parse_options, run_daemon, run_foreground
     from thermofs.fs.store import read_config
+    from thermofs.tools.offline import lock_store
 
     opts = _check(lambda: parse_options(options))
     _check(lambda: read_config(store))
@@ -144,9 +145,26 @@ def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | No
         from thermofs.tools.admin import daemon_handlers
 
         _run(lambda: run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr,
-                                    handlers=daemon_handlers))
+                                    handlers=daemon_handlers, take_lock=lock_store))
     else:
-        _run(lambda: run_daemon(store, mountpoint, options))
+        _run(lambda: run_daemon(store, mountpoint, options, take_lock=lock_store))
+
+
+@main.command("umount", epilog=EXIT_RULE)
+# A plain string, not click.Path: that one stats the path, which blocks on a mount whose daemon hangs.
+@click.argument("mountpoint", type=str)
+@click.option("--timeout", type=AgeType(), default="5m", show_default=True,
+              help="How long to wait for the daemon to exit after the unmount (90s, 5m, ...).")
+def umount_cmd(mountpoint: str, timeout: float) -> None:
+    """Unmount the thermofs volume at MOUNTPOINT and wait until its daemon has exited.
+
+    The daemon writes what it still holds and closes the store after the unmount (seconds on a busy
+    volume); once this returns, fsck or a new mount can take the store at once. A busy mount (a file
+    open, a shell in it) is left mounted, with fusermount's message.
+    """
+    from thermofs.tools.offline import unmount
+
+    _run(lambda: unmount(Path(mountpoint), timeout))
 
 
 @main.command("stats")

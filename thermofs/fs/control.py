@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from thermofs.fs.errors import StoreError
-from thermofs.fs.store import StoreLock
 
 log = logging.getLogger("thermofs.control")
 
@@ -158,11 +157,3 @@ class Target:
 
     store: Path
     mounted: bool
-
-
-def resolve_target(path: Path, mounted_store: Callable[[Path], Path | None]) -> Target:
-    """STORE or MOUNTPOINT -> the store; mounted if a daemon holds its lock."""
-    store = mounted_store(path) if path.is_dir() else None
-    if store is not None:
-        return Target(store, True)
-    return Target(path, (path / "lock").exists() and StoreLock(path).is_held_elsewhere())

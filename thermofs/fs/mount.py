@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -41,6 +43,11 @@ FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "m
 # which cuts the per-request Python cost of sequential reads by 8x.
 READ_AHEAD_KB = 1024
 SWITCH_INTERVAL = 0.0005
+# The daemon's name in /proc/PID/comm (at most 15 bytes). The store lock file names the holder's pid;
+# this name tells an admin command that the holder is a daemon (which, once unmounted, is only
+# finishing its writes: worth waiting for) rather than another admin command.
+DAEMON_NAME = "thermofs-mount"
+PR_SET_NAME = 15
 # libfuse 3.14's fuse_main_real hands the max_idle_threads default (UINT_MAX, "never destroy idle
 # workers") to fuse_loop_cfg_set_idle_threads, which rejects anything above 100,000 and logs
 # "Ignoring invalid max threads value 4294967295 > max (100000)" (fixed in later releases). An
@@ -166,37 +173,75 @@ def statfs_of(store: Path, volume: Volume) -> dict[str, int]:
     }
 
 
-def _mountinfo(mountpoint: Path) -> list[bytes] | None:
-    """The /proc/self/mountinfo fields of the mount at ``mountpoint`` (None if nothing is mounted)."""
-    target = os.fsencode(os.path.abspath(mountpoint))
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo."""
+
+    mountpoint: Path
+    device: str  # major:minor
+    fstype: str
+    source: str
+
+    @property
+    def store(self) -> Path | None:
+        """The store of a thermofs mount (its fsname is thermofs:STORE); None for any other filesystem."""
+        if self.fstype.startswith("fuse") and self.source.startswith("thermofs:"):
+            return Path(self.source.removeprefix("thermofs:"))
+        return None
+
+
+def _unescape(field: bytes) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
+
+
+def mounts() -> list[MountEntry]:
+    """Every mount of this process's namespace, in mount order (a later one may hide an earlier)."""
     try:
         with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields[4].replace(b"\\040", b" ") == target:
-                    return fields
+            lines = fh.read().splitlines()
     except OSError:
-        return None
-    return None
+        return []
+    entries = []
+    for line in lines:
+        fields = line.split()
+        tail = fields[fields.index(b"-") + 1:]
+        entries.append(MountEntry(Path(_unescape(fields[4])), fields[2].decode(), _unescape(tail[0]),
+                                  _unescape(tail[1])))
+    return entries
+
+
+def mount_at(mountpoint: Path) -> MountEntry | None:
+    """The mount visible at ``mountpoint`` (None if nothing is mounted there)."""
+    target = Path(os.path.abspath(mountpoint))
+    found = None
+    for entry in mounts():
+        if entry.mountpoint == target:
+            found = entry  # the last one is on top
+    return found
 
 
 def mount_source(mountpoint: Path) -> str | None:
     """The major:minor of the filesystem mounted at ``mountpoint``, or None if nothing is mounted."""
-    fields = _mountinfo(mountpoint)
-    return None if fields is None else fields[2].decode()
+    entry = mount_at(mountpoint)
+    return None if entry is None else entry.device
 
 
 def mounted_store(mountpoint: Path) -> Path | None:
     """The store of the thermofs volume mounted at ``mountpoint`` (None if nothing is mounted there);
     StoreError if another filesystem is."""
-    fields = _mountinfo(mountpoint)
-    if fields is None:
+    entry = mount_at(mountpoint)
+    if entry is None:
         return None
-    fstype, source = fields[fields.index(b"-") + 1:][:2]
-    source = source.replace(b"\\040", b" ")
-    if not source.startswith(b"thermofs:"):
-        raise StoreError(f"{mountpoint} is a mount point of {fstype.decode()}, not of thermofs")
-    return Path(os.fsdecode(source.removeprefix(b"thermofs:")))
+    if entry.store is None:
+        raise StoreError(f"{mountpoint} is a mount point of {entry.fstype}, not of thermofs")
+    return entry.store
+
+
+def store_mountpoints(store: Path) -> list[Path]:
+    """Where the volume in ``store`` is mounted (normally once, or not at all)."""
+    store = store.resolve()
+    return [entry.mountpoint for entry in mounts() if entry.store == store]
 
 
 def answers(path: Path, timeout: float) -> bool:
@@ -226,6 +271,21 @@ def check_mountpoint(mountpoint: Path, nonempty: bool) -> None:
         raise UnusableTarget(f"{mountpoint} is already a mountpoint")
     if not nonempty and any(mountpoint.iterdir()):
         raise UnusableTarget(f"mountpoint {mountpoint} is not empty (use -o nonempty to mount over it)")
+
+
+def name_process(name: str) -> None:
+    """Set this thread's name as /proc shows it (comm); best effort."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError) as e:
+        log.info("could not name the process %r: %s", name, e)
+
+
+def take_lock_now(store: Path) -> StoreLock:
+    """The store lock, taken at once (StoreError if it is held)."""
+    lock = StoreLock(store)
+    lock.acquire()
+    return lock
 
 
 def _raise_read_ahead(mountpoint: Path, deadline: float) -> None:
@@ -265,15 +325,17 @@ def setup_logging(store: Path, to_stderr: bool) -> None:
 
 
 def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_stderr: bool = True,
-                   handlers: Callable[[Parts], dict[str, Handler]] | None = None) -> None:
+                   handlers: Callable[[Parts], dict[str, Handler]] | None = None,
+                   take_lock: Callable[[Path], StoreLock] = take_lock_now) -> None:
     """Mount and serve until unmounted. Holds the store lock for the whole time. ``handlers`` builds
-    what the control socket answers (the admin tools' daemon side), from the mounted parts."""
+    what the control socket answers (the admin tools' daemon side), from the mounted parts;
+    ``take_lock`` takes the store lock (the admin tools' version waits for a daemon still exiting)."""
     store, mountpoint = store.resolve(), mountpoint.resolve()  # libfuse3 does chdir("/")
     read_config(store)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
-    lock = StoreLock(store)
-    lock.acquire()
+    lock = take_lock(store)
     try:
+        name_process(DAEMON_NAME)
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
         from thermofs.fs.operations import FUSE, Operations  # loads libfuse: only when mounting
 
@@ -308,14 +370,15 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
         lock.release()
 
 
-def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: float = 60.0) -> None:
-    """Start the foreground server as a detached process; return once the mount answers."""
+def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: float = 60.0,
+               take_lock: Callable[[Path], StoreLock] = take_lock_now) -> None:
+    """Start the foreground server as a detached process; return once the mount answers.
+    ``take_lock`` checks the store is free first, for a clear error here rather than in the log."""
     store, mountpoint = store.resolve(), mountpoint.resolve()
     options = parse_options(option_text)
     read_config(store)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
-    if StoreLock(store).is_held_elsewhere():
-        StoreLock(store).acquire()  # raises the clear "in use" error
+    take_lock(store).release()  # the daemon takes it for good
     cmd = [sys.executable, "-m", "thermofs", "mount", "-f", "--no-stderr", str(store), str(mountpoint)]
     if option_text:
         cmd += ["-o", option_text]

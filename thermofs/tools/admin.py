@@ -17,17 +17,26 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from thermofs.fs.control import Handler, Send, Target, UnusableTarget, call, resolve_target
+from thermofs.fs.control import Handler, Send, Target, UnusableTarget, call
 from thermofs.fs.errors import StoreError
-from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume
-from thermofs.fs.store import read_config
+from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume, store_mountpoints
+from thermofs.fs.store import StoreLock, read_config
 from thermofs.tools.compact import MIN_GARBAGE_SHARE, CompactReport
 from thermofs.tools.compact import compact as compact_store
 from thermofs.tools.offline import lock_store
 
 
 def target_of(path: Path) -> Target:
-    target = resolve_target(path.resolve(), mounted_store)
+    """STORE or MOUNTPOINT -> the store, mounted or not (a daemon serves it: a store whose lock is
+    held by an exiting daemon or an admin command is not mounted, lock_store says what it is)."""
+    resolved = path.resolve()
+    store = mounted_store(resolved)
+    if store is not None:
+        target = Target(store, True)
+    else:
+        # Mounted, and its daemon alive: a daemon that crashed leaves the mount (ENOTCONN) and no lock.
+        mounted = bool(store_mountpoints(resolved)) and StoreLock(resolved).is_held_elsewhere()
+        target = Target(resolved, mounted)
     try:
         read_config(target.store)  # a clear error for a directory that is no store
     except StoreError as e:

@@ -228,14 +228,10 @@ def mount_source(mountpoint: Path) -> str | None:
 
 
 def mounted_store(mountpoint: Path) -> Path | None:
-    """The store of the thermofs volume mounted at ``mountpoint`` (None if nothing is mounted there);
-    StoreError if another filesystem is."""
+    """The store of the thermofs volume mounted at ``mountpoint``; None if nothing, or another
+    filesystem, is mounted there (a store directory may well be a mount point itself)."""
     entry = mount_at(mountpoint)
-    if entry is None:
-        return None
-    if entry.store is None:
-        raise StoreError(f"{mountpoint} is a mount point of {entry.fstype}, not of thermofs")
-    return entry.store
+    return None if entry is None else entry.store
 
 
 def store_mountpoints(store: Path) -> list[Path]:

@@ -27,8 +27,10 @@ from thermofs.tools.offline import lock_store
 
 
 def target_of(path: Path) -> Target:
-    """STORE or MOUNTPOINT -> the store, mounted or not (a daemon serves it: a store whose lock is
-    held by an exiting daemon or an admin command is not mounted, lock_store says what it is)."""
+    """STORE or MOUNTPOINT -> the store, mounted or not (mounted: a daemon serves it; a store whose
+    lock an exiting daemon or an admin command holds is not, lock_store says what it is). Only a
+    thermofs mount counts as a mountpoint: a store directory may itself be the mount point of another
+    filesystem."""
     resolved = path.resolve()
     store = mounted_store(resolved)
     if store is not None:

@@ -53,6 +53,7 @@ def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
     ("mount", ["MNT", "-o", "cache_size=lots"], "not a size"),
     ("mount", ["MNT", "-o", "cold_age=often"], "bad age"),
     ("umount", ["--timeout", "soon"], "bad age"),
+    ("stats", ["STORE/missing"], "missing"),
     ("fsck", ["--repair=yes"], "does not take a value"),
     ("cool", ["--older-than", "soon"], "bad age"),
     ("compact", ["--min-garbage", "150"], "150"),

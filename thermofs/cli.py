@@ -174,21 +174,22 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
 @click.option("--prometheus", is_flag=True, help="Print Prometheus text exposition format.")
 @click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
 def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, prometheus: bool, watch: bool) -> None:
-    """Show sizes, chunk counts and codecs of the volume at TARGET (a store or a mountpoint).
+    """Show sizes, chunk counts and codecs of the volume at TARGET (a store or a mountpoint), or of
+    files and directories on a mounted volume (like compsize).
 
     Reads the running totals in LMDB read-only (no scan, never blocks a mount); a mounted volume adds
-    live figures from its daemon (I/O rates, cache, cooler). With PATHS (files on the mounted
-    volume), report those files only.
+    live figures from its daemon (I/O rates, cache, cooler, the policy in force). With PATHs, or a
+    TARGET that is a file or directory on the mount, report those paths only: a directory counts
+    every file below it. Every path must be on the same thermofs mount.
     """
     from thermofs.tools import stats as st
-    from thermofs.tools.admin import target_of
 
-    where = _check(lambda: target_of(target))
+    where, on_mount = _check(lambda: st.paths_target(target, list(paths)))
 
     def show() -> None:
         while True:
-            if paths:
-                files = st.file_stats(where.store, target.resolve(), list(paths))
+            if on_mount is not None:
+                files = st.file_stats(on_mount)
                 text = st.render_json(files) if as_json else st.render_files(files)
             else:
                 data = st.collect(where)

@@ -221,6 +221,16 @@ def mount_at(mountpoint: Path) -> MountEntry | None:
     return found
 
 
+def mount_containing(path: Path) -> MountEntry | None:
+    """The mount that ``path`` (resolved) lies on: the nearest mount point above it or at it."""
+    resolved = path.resolve()
+    by_point = {entry.mountpoint: entry for entry in mounts()}  # later entries win: the visible ones
+    for candidate in (resolved, *resolved.parents):
+        if candidate in by_point:
+            return by_point[candidate]
+    return None
+
+
 def mount_source(mountpoint: Path) -> str | None:
     """The major:minor of the filesystem mounted at ``mountpoint``, or None if nothing is mounted."""
     entry = mount_at(mountpoint)

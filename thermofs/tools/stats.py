@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
-from thermofs.fs.meta import MetaStore
-from thermofs.fs.control import ControlError, Target, call
+from thermofs.fs.control import ControlError, Target, UnusableTarget, call
+from thermofs.fs.meta import MetaStore, Txn
+from thermofs.fs.mount import mount_containing, store_mountpoints
 from thermofs.fs.segments import disk_bytes
-from thermofs.fs.store import read_config
+from thermofs.fs.store import FORMAT_FILE, read_config
 from thermofs.policy.temperature import PolicyParams
+from thermofs.tools.admin import target_of
 
 # stats must answer within a second even if the daemon is busy: its live figures are optional.
 LIVE_TIMEOUT = 0.8
@@ -66,34 +70,127 @@ def collect(target: Target) -> dict[str, Any]:
     return stats
 
 
-def file_stats(store: Path, mountpoint: Path | None, paths: list[Path]) -> dict[str, Any]:
-    """Per-file breakdown (like compsize): chunks, codecs, stored bytes; scans only those files."""
+# -- per-path figures (like compsize) ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PathsOnMount:
+    """The volume of ``stats PATH...`` and the paths, each checked to lie on its mount."""
+
+    store: Path
+    mountpoint: Path
+    paths: list[Path]
+
+
+def paths_target(target: Path, paths: list[Path]) -> tuple[Target, PathsOnMount | None]:
+    """What ``stats TARGET [PATH...]`` reports on. TARGET is a thermofs mountpoint or a store (the
+    volume; with PATHs, those paths of its mount) or a file or directory on a thermofs mount (that
+    path and the PATHs). UnusableTarget for anything else, and for a PATH that is not on the same
+    mount (the same inode number on another volume is another file)."""
+    inside = None if _is_volume(target) else mount_containing(target)
+    mountpoint: Path | None
+    if inside is not None and inside.store is not None:
+        where, mountpoint, paths = Target(inside.store, True), inside.mountpoint, [target, *paths]
+    elif inside is not None and not target.is_dir():
+        raise UnusableTarget(f"{target} is neither a thermofs store nor on a thermofs mount")
+    else:
+        where = target_of(target)  # the clear "not a store" error, unless it is one
+        mountpoints = store_mountpoints(where.store) if where.mounted else []
+        mountpoint = mountpoints[-1] if mountpoints else None
+    if not paths:
+        return where, None
+    if mountpoint is None:
+        raise UnusableTarget(f"{paths[0]}: the volume of {where.store} is not mounted, so no path is on it")
+    device = os.stat(mountpoint).st_dev
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError as e:
+            raise UnusableTarget(f"{p}: {e.strerror}") from None
+        if st.st_dev != device:
+            raise UnusableTarget(f"{p} is not on the thermofs mount {mountpoint} (of {where.store}); every "
+                                 f"PATH must be on the same mount")
+    return where, PathsOnMount(where.store, mountpoint, paths)
+
+
+def _is_volume(target: Path) -> bool:
+    """A store directory (mounted or not), a thermofs mountpoint or a missing path (for target_of's
+    error), rather than a path on some mount."""
+    resolved = target.resolve()
+    entry = mount_containing(resolved)
+    at_mountpoint = entry is not None and entry.mountpoint == resolved and entry.store is not None
+    return at_mountpoint or (resolved / FORMAT_FILE).is_file() or not os.path.lexists(resolved)
+
+
+def _walk(top: Path, device: int) -> Iterator[tuple[Path, os.stat_result]]:
+    """``top`` and, for a directory, every entry below it (depth first, sorted by name, symlinks not
+    followed), except what lies on another filesystem mounted inside."""
+    pending = [top]  # a stack, not recursion: a tree may be deeper than Python's recursion limit
+    while pending:
+        path = pending.pop()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        if st.st_dev != device:
+            continue
+        yield path, st
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as entries:
+                pending += [path / name for name in sorted((entry.name for entry in entries), reverse=True)]
+
+
+def _file_figures(t: Txn, table: CodecTable, st: os.stat_result) -> dict[str, Any]:
+    codecs: dict[str, dict[str, int]] = {}
+    stored = chunks = 0
+    for _index, e in t.chunks_of(st.st_ino):
+        row = codecs.setdefault(table.by_id[e.codec_id].name, {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
+        row["chunks"] += 1
+        row["raw_bytes"] += e.raw_len
+        row["stored_bytes"] += e.frame_len
+        stored += e.frame_len
+        chunks += 1
+    return {"logical_bytes": st.st_size, "stored_bytes": stored, "chunks": chunks, "codecs": codecs}
+
+
+def _add(total: dict[str, Any], figures: dict[str, Any]) -> None:
+    for key in ("logical_bytes", "stored_bytes", "chunks"):
+        total[key] += figures[key]
+    total["file_count"] += 1
+    for name, row in figures["codecs"].items():
+        into = total["codecs"].setdefault(name, {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
+        for key, value in row.items():
+            into[key] += value
+
+
+def _empty() -> dict[str, Any]:
+    return {"file_count": 0, "logical_bytes": 0, "stored_bytes": 0, "chunks": 0, "codecs": {}}
+
+
+def file_stats(on: PathsOnMount) -> dict[str, Any]:
+    """Per-file breakdown (like compsize): chunks, codecs, stored bytes of every regular file among
+    the paths and below the directories among them; scans only those files. A file with several
+    names among them counts once (its first name, in the order given and then sorted)."""
     table = CodecTable()
-    meta = MetaStore(store / "meta.lmdb", readonly=True)
+    device = os.stat(on.mountpoint).st_dev
     files: dict[str, Any] = {}
+    per_path: dict[str, Any] = {}
+    total = _empty()
+    seen: set[int] = set()
+    meta = MetaStore(on.store / "meta.lmdb", readonly=True)
     try:
         with meta.read() as t:
-            for p in paths:
-                st = os.lstat(p)
-                if mountpoint is None or not stat.S_ISREG(st.st_mode):
-                    continue
-                codecs: dict[str, dict[str, int]] = {}
-                stored = chunks = 0
-                for _index, e in t.chunks_of(st.st_ino):
-                    row = codecs.setdefault(table.by_id[e.codec_id].name,
-                                            {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
-                    row["chunks"] += 1
-                    row["raw_bytes"] += e.raw_len
-                    row["stored_bytes"] += e.frame_len
-                    stored += e.frame_len
-                    chunks += 1
-                files[str(p)] = {"logical_bytes": st.st_size, "stored_bytes": stored, "chunks": chunks,
-                                 "codecs": codecs}
+            for given in on.paths:
+                subtotal = per_path.setdefault(str(given), _empty())
+                for path, st in _walk(given, device):
+                    if not stat.S_ISREG(st.st_mode) or st.st_ino in seen:
+                        continue
+                    seen.add(st.st_ino)
+                    files[str(path)] = figures = _file_figures(t, table, st)
+                    _add(subtotal, figures)
+                    _add(total, figures)
     finally:
         meta.close()
-    return {"files": files,
-            "logical_bytes": sum(f["logical_bytes"] for f in files.values()),
-            "stored_bytes": sum(f["stored_bytes"] for f in files.values())}
+    return {"files": files, "paths": per_path, **total}
 
 
 def _human(n: float) -> str:
@@ -128,17 +225,19 @@ def render(stats: dict[str, Any]) -> str:
 
 
 def render_files(stats: dict[str, Any]) -> str:
-    """A compsize-like table: one line per file, then the total."""
-    lines = [f"{'file':<40}{'chunks':>8}{'logical':>12}{'stored':>12}{'ratio':>8}  codecs"]
+    """A compsize-like table: one line per PATH given (a directory with the files below it), then the
+    total."""
+    lines = [f"{'path':<40}{'files':>7}{'chunks':>8}{'logical':>12}{'stored':>12}{'ratio':>8}  codecs"]
 
     def row(name: str, f: dict[str, Any]) -> str:
         ratio = f["stored_bytes"] / f["logical_bytes"] if f["logical_bytes"] else 0.0
-        codecs = ", ".join(f"{c} {r['chunks']}" for c, r in f.get("codecs", {}).items())
-        return (f"{name:<40}{f.get('chunks', ''):>8}{_human(f['logical_bytes']):>12}"
+        codecs = ", ".join(f"{c} {r['chunks']}" for c, r in f["codecs"].items())
+        return (f"{name:<40}{f['file_count']:>7}{f['chunks']:>8}{_human(f['logical_bytes']):>12}"
                 f"{_human(f['stored_bytes']):>12}{100 * ratio:>7.1f}%  {codecs}")
 
-    lines += [row(name, f) for name, f in stats["files"].items()]
-    lines.append(row("total", {**stats, "chunks": sum(f["chunks"] for f in stats["files"].values())}))
+    lines += [row(name, f) for name, f in stats["paths"].items()]
+    lines.append(row("total", stats))
+    lines.append("(a file with several names among the paths counts once)")
     return "\n".join(lines)
 
 

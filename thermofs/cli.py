@@ -104,6 +104,8 @@ def main() -> None:
                    "hot_count (3.5), half_life (10m); a mount's -o overrides them.")
 def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, policy: str) -> None:
     """Make a new, empty volume in the directory STORE (made if missing; it must be empty)."""
+    from thermofs.tools.stats import human_bytes
+
     settings = dict(item.partition("=")[::2] for item in policy.split(",") if item)
     config = StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec, policy=settings)
     try:
@@ -114,7 +116,8 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
         _fail(e, EXIT_USAGE)
     except (FsError, OSError) as e:
         _fail(e, EXIT_FAILED)
-    click.echo(f"made thermofs volume {store} (chunk size {chunk_size}, hot {hot_codec}, cold {cold_codec})")
+    click.echo(f"made thermofs volume {store} (chunk size {human_bytes(chunk_size)}, hot {hot_codec}, "
+               f"cold {cold_codec})")
 
 
 @main.command("mount")
@@ -271,6 +274,7 @@ def cool_cmd(target: Path, now: bool, older_than: float | None, as_json: bool) -
     Returns when the pass is done. Safe to interrupt: every chunk is swapped atomically.
     """
     from thermofs.tools.admin import cool, target_of
+    from thermofs.tools.stats import human_bytes
 
     where = _check(lambda: target_of(target))
     age = older_than if older_than is not None else (0.0 if now else None)
@@ -278,7 +282,7 @@ def cool_cmd(target: Path, now: bool, older_than: float | None, as_json: bool) -
     if as_json:
         click.echo(json.dumps(report))
     else:
-        click.echo(f"cooled {report['cooled']} chunks, saved {report['bytes_saved']} bytes "
+        click.echo(f"cooled {report['cooled']} chunks, saved {human_bytes(report['bytes_saved'])} "
                    f"(scanned {report['scanned']}, promoted {report['promoted']}, skipped {report['raced']} "
                    f"rewritten meanwhile, {report['damaged']} damaged)")
 
@@ -294,17 +298,18 @@ def train_cmd(target: Path, budget: float, no_model: bool, as_json: bool) -> Non
     or a mountpoint). They are stored in the volume under new ids: new cold frames use them, frames
     made before keep decoding with the ones they name."""
     from thermofs.tools.admin import target_of, train
+    from thermofs.tools.stats import human_bytes
 
     where = _check(lambda: target_of(target))
     report = _run(lambda: train(where, budget, model=not no_model))
     if as_json:
         click.echo(json.dumps(report))
     else:
-        dicts = ", ".join(f"{d['kind']} (id {d['id']}, {d['bytes']} bytes)" for d in report["dictionaries"])
-        click.echo(f"sampled {report['samples']} chunks ({report['sample_bytes']} bytes); "
+        dicts = ", ".join(f"{d['kind']} (id {d['id']}, {human_bytes(d['bytes'])})" for d in report["dictionaries"])
+        click.echo(f"sampled {report['samples']} chunks ({human_bytes(report['sample_bytes'])}); "
                    f"dictionaries: {dicts or 'none worth keeping'}; "
-                   + (f"model id {report['model_id']} ({report['model_bytes']} bytes)" if report["model_id"]
-                      else "no model trained"))
+                   + (f"model id {report['model_id']} ({human_bytes(report['model_bytes'])})"
+                      if report["model_id"] else "no model trained"))
 
 
 if __name__ == "__main__":

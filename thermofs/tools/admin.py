@@ -119,23 +119,25 @@ def daemon_handlers(parts: Parts) -> dict[str, Handler]:
 
 def live_figures(parts: Parts) -> Handler:
     """The daemon's side of ``stats``: live figures, with rates per second since the previous request
-    (at most a minute back) or since the mount, so ``stats --watch`` shows the last second."""
+    (at most a minute back) or since the mount, so ``stats --watch`` shows the last second. The
+    answer says which (``rates_since``) and over how long (``rate_span_s``), and carries the policy
+    in force (the store's, with the mount's -o overrides)."""
     started = time.monotonic()
-    last = [(started, asdict(parts.volume.live_stats()))]  # the previous sample
+    previous: list[tuple[float, dict[str, Any]]] = []  # the sample of the previous request, if any
 
     def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
         now, current = time.monotonic(), asdict(parts.volume.live_stats())
-        then, before = last[0]
-        if now - then > 60 or now - then < 0.2:
-            then, before = started, {k: 0 for k in current}
-        last[0] = (now, current)
+        then, before, since = started, {k: 0 for k in current}, "mount"
+        if previous and 0.2 <= now - previous[0][0] <= 60:
+            (then, before), since = previous[0], "previous request"
+        previous[:] = [(now, current)]
         span = max(now - then, 1e-3)
         rates = {f"{k}_per_s": (current[k] - before[k]) / span
                  for k in ("read_bytes", "write_bytes", "read_ops", "write_ops")}
         lookups = current["cache_hits"] + current["cache_misses"]
-        return {**current, **rates, "uptime_s": now - started,
+        return {**current, **rates, "rates_since": since, "rate_span_s": span, "uptime_s": now - started,
                 "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
-                "cooler": parts.cooler.status.as_dict()}
+                "cooler": parts.cooler.status.as_dict(), "policy": parts.tracker.params.as_dict()}
 
     return live
 

@@ -59,14 +59,19 @@ def volume_stats(store: Path) -> dict[str, Any]:
 
 def collect(target: Target) -> dict[str, Any]:
     """LMDB totals (read-only, never blocks the daemon) plus, for a mounted volume, the daemon's
-    live figures (``live``; None with ``live_error`` if it did not answer within LIVE_TIMEOUT)."""
+    live figures (``live``; None with ``live_error`` if it did not answer within LIVE_TIMEOUT).
+    ``policy`` is the policy in force: the daemon's (with its -o overrides) when it answered,
+    else the store's (``store_policy``, set at mkfs); ``policy_source`` says which."""
     stats = volume_stats(target.store)
     stats["mounted"] = target.mounted
+    stats["store_policy"], stats["policy_source"] = stats["policy"], "store"
     if target.mounted:
         try:
             stats["live"] = call(target.store, "stats", timeout=LIVE_TIMEOUT)
         except ControlError as e:
             stats["live"], stats["live_error"] = None, str(e)
+        else:
+            stats["policy"], stats["policy_source"] = stats["live"]["policy"], "mount"
     return stats
 
 
@@ -193,7 +198,8 @@ def file_stats(on: PathsOnMount) -> dict[str, Any]:
     return {"files": files, "paths": per_path, **total}
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """A byte count as every text output of thermofs shows one: 512 B, 64.0 KiB, 11.9 MiB."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -201,26 +207,52 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
+def human_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _age(seconds: float) -> str:
+    """An age in the form the policy options take (90s, 5m, 2h, 1d)."""
+    for suffix, unit in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= unit and seconds % unit == 0:
+            return f"{seconds / unit:g}{suffix}"
+    return f"{seconds:g}s"
+
+
+def _render_policy(stats: dict[str, Any]) -> str:
+    policy = stats["policy"]
+    values = ", ".join(f"{key} {_age(value) if key in ('cold_age', 'half_life') else f'{value:g}'}"
+                       for key, value in policy.items())
+    source = "mount -o" if stats["policy_source"] == "mount" and policy != stats["store_policy"] else "mkfs"
+    return f"policy         {values} ({source})"
+
+
 def render(stats: dict[str, Any]) -> str:
     lines = [f"store          {stats['store']}",
-             f"chunk size     {_human(stats['chunk_size'])}   hot {stats['hot_codec']}   "
+             f"chunk size     {human_bytes(stats['chunk_size'])}   hot {stats['hot_codec']}   "
              f"cold {stats['cold_codec']}",
              f"files          {stats['files']}",
-             f"logical        {_human(stats['logical_bytes'])}",
-             f"stored         {_human(stats['stored_bytes'])}"
+             f"logical        {human_bytes(stats['logical_bytes'])}   (the files' sizes)",
+             f"stored         {human_bytes(stats['stored_bytes'])}"
              + (f"   ({100 * stats['stored_bytes'] / stats['logical_bytes']:.1f}% of logical)"
                 if stats["logical_bytes"] else ""),
-             f"physical       {_human(stats['physical_bytes'])}   (garbage {_human(stats['garbage_bytes'])})",
+             f"on disk        {human_bytes(stats['physical_bytes'])}, of which "
+             f"{human_bytes(stats['garbage_bytes'])} dead frames not yet reclaimed (thermofs compact)",
              f"chunks         {stats['chunks']}   (hot {stats['hot_chunks']}, cold {stats['cold_chunks']})",
-             f"cooling        {stats['cooled_chunks']} chunks recompressed, {_human(stats['cooled_bytes_saved'])} "
-             f"saved, {stats['promoted_chunks']} promoted",
+             f"cooling        {stats['cooled_chunks']} chunks recompressed, "
+             f"{human_bytes(stats['cooled_bytes_saved'])} saved, {stats['promoted_chunks']} promoted",
+             _render_policy(stats),
              *_render_live(stats),
              "",
              f"{'codec':<10}{'chunks':>10}{'raw':>14}{'stored':>14}{'ratio':>9}"]
     for name, row in stats["codecs"].items():
         ratio = row["stored_bytes"] / row["raw_bytes"] if row["raw_bytes"] else 0.0
-        lines.append(f"{name:<10}{row['chunks']:>10}{_human(row['raw_bytes']):>14}"
-                     f"{_human(row['stored_bytes']):>14}{100 * ratio:>8.1f}%")
+        lines.append(f"{name:<10}{row['chunks']:>10}{human_bytes(row['raw_bytes']):>14}"
+                     f"{human_bytes(row['stored_bytes']):>14}{100 * ratio:>8.1f}%")
     return "\n".join(lines)
 
 
@@ -232,8 +264,8 @@ def render_files(stats: dict[str, Any]) -> str:
     def row(name: str, f: dict[str, Any]) -> str:
         ratio = f["stored_bytes"] / f["logical_bytes"] if f["logical_bytes"] else 0.0
         codecs = ", ".join(f"{c} {r['chunks']}" for c, r in f["codecs"].items())
-        return (f"{name:<40}{f['file_count']:>7}{f['chunks']:>8}{_human(f['logical_bytes']):>12}"
-                f"{_human(f['stored_bytes']):>12}{100 * ratio:>7.1f}%  {codecs}")
+        return (f"{name:<40}{f['file_count']:>7}{f['chunks']:>8}{human_bytes(f['logical_bytes']):>12}"
+                f"{human_bytes(f['stored_bytes']):>12}{100 * ratio:>7.1f}%  {codecs}")
 
     lines += [row(name, f) for name, f in stats["paths"].items()]
     lines.append(row("total", stats))
@@ -248,11 +280,15 @@ def _render_live(stats: dict[str, Any]) -> list[str]:
     if live is None:
         return [f"mounted        yes (no live figures: {stats.get('live_error')})"]
     c = live["cooler"]
+    span = human_duration(live["rate_span_s"])
+    period = (f"over the last {span}, since the previous stats" if live["rates_since"] == "previous request"
+              else f"average since the mount, {span} ago")
     return [
-        f"I/O            read {_human(live['read_bytes_per_s'])}/s ({live['read_ops_per_s']:.0f} ops/s)   "
-        f"write {_human(live['write_bytes_per_s'])}/s ({live['write_ops_per_s']:.0f} ops/s)",
-        f"cache          {_human(live['cache_bytes'])}, hit rate {100 * live['cache_hit_rate']:.1f}%   "
-        f"open files {live['open_files']}   dirty {_human(live['dirty_bytes'])}",
+        f"I/O            ({period})   read {human_bytes(live['read_bytes_per_s'])}/s "
+        f"({live['read_ops_per_s']:.0f} ops/s)   write {human_bytes(live['write_bytes_per_s'])}/s "
+        f"({live['write_ops_per_s']:.0f} ops/s)",
+        f"cache          {human_bytes(live['cache_bytes'])}, hit rate {100 * live['cache_hit_rate']:.1f}%   "
+        f"open files {live['open_files']}   dirty {human_bytes(live['dirty_bytes'])}",
         f"cooler         {c['state']}, pass {c['passes']}: scanned {c['scanned']}/{c['total']}, queue "
         f"{c['queue']}; since mount {c['cooled']} cooled, {c['promoted']} promoted",
     ]

@@ -19,8 +19,9 @@ from thermofs.fs.store import StoreConfig, mkfs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-# Lines the daemon log may hold without failing the test: libfuse 3.14 prints this for every mount.
-BENIGN_LOG = ("Ignoring invalid max threads value",)
+# Lines the daemon log may hold without failing the test (none: libfuse's "Ignoring invalid max
+# threads value" is gone since the daemon passes a valid max_idle_threads).
+BENIGN_LOG: tuple[str, ...] = ()
 
 
 @dataclass

@@ -14,8 +14,16 @@ from typing import TypeVar
 import click
 
 from thermofs.codecs import CodecError
-from thermofs.fs.errors import FsError
+from thermofs.fs.control import UnusableTarget
+from thermofs.fs.errors import FsError, StoreError
 from thermofs.fs.store import DEFAULT_CHUNK_SIZE, StoreConfig, mkfs, parse_size
+from thermofs.policy.temperature import parse_age
+
+# One exit status rule for every command.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_RULE = ("Exit status: 0 success; 1 the command ran and failed (for fsck: found damage); 2 usage error or "
+             "unusable target (a bad option or value, a missing directory or one that is no store, a store in "
+             "use, a mountpoint missing or not a thermofs mount, a daemon out of reach); 130 interrupted.")
 
 
 class SizeType(click.ParamType):
@@ -30,26 +38,55 @@ class SizeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class AgeType(click.ParamType):
+    """A duration: 90, 90s, 15m, 2h, 1d (seconds)."""
+
+    name = "age"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_age(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 T = TypeVar("T")
 
 
-def _fail(e: Exception) -> None:
+def _fail(e: Exception, status: int) -> None:
     click.echo(f"thermofs: error: {e}", err=True)
-    sys.exit(1)
+    sys.exit(status)
 
 
-def _run(action: Callable[[], T]) -> T:
-    """Run an admin action: a clear message and exit 1 on a domain error, 130 on Ctrl-C."""
+def _check(action: Callable[[], T]) -> T:
+    """Check a command's arguments before it runs: any error is a usage error (exit 2)."""
     try:
         return action()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except (FsError, CodecError, ValueError, OSError) as e:
-        _fail(e)
+        _fail(e, EXIT_USAGE)
         raise  # not reached: _fail exits
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _run(action: Callable[[], T]) -> T:
+    """Run a command: exit 2 if what it was pointed at cannot serve (in use, daemon out of reach),
+    1 on any other error, 130 on Ctrl-C."""
+    try:
+        return action()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except UnusableTarget as e:
+        _fail(e, EXIT_USAGE)
+        raise  # not reached: _fail exits
+    except (FsError, CodecError, ValueError, OSError, RuntimeError) as e:
+        _fail(e, EXIT_FAILED)
+        raise  # not reached: _fail exits
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_RULE)
 @click.version_option(package_name="thermofs")
 def main() -> None:
     """thermofs: a FUSE filesystem that compresses every chunk of every file."""
@@ -66,14 +103,21 @@ def main() -> None:
               help="Hot/cold policy, comma-separated KEY=VALUE: cold_age (default 5m), cold_count (2.5), "
                    "hot_count (3.5), half_life (10m); a mount's -o overrides them.")
 def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, policy: str) -> None:
-    """Make a new, empty volume in the directory STORE."""
+    """Make a new, empty volume in the directory STORE (made if missing; it must be empty)."""
+    from thermofs.tools.stats import human_bytes
+
+    settings = dict(item.partition("=")[::2] for item in policy.split(",") if item)
+    config = StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec, policy=settings)
     try:
-        settings = dict(item.partition("=")[::2] for item in policy.split(",") if item)
-        mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec,
-                                policy=settings))
-    except (FsError, CodecError, OSError) as e:
-        _fail(e)
-    click.echo(f"made thermofs volume {store} (chunk size {chunk_size}, hot {hot_codec}, cold {cold_codec})")
+        mkfs(store, config)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except (StoreError, CodecError) as e:  # mkfs refuses its arguments: a bad value, a non-empty directory
+        _fail(e, EXIT_USAGE)
+    except (FsError, OSError) as e:
+        _fail(e, EXIT_FAILED)
+    click.echo(f"made thermofs volume {store} (chunk size {human_bytes(chunk_size)}, hot {hot_codec}, "
+               f"cold {cold_codec})")
 
 
 @main.command("mount")
@@ -88,23 +132,42 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
                    "nocool (no background cooling); and FUSE options such as allow_other, ro, kernel_cache.")
 @click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the store's log file only.")
 def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | None, no_stderr: bool) -> None:
-    """Mount the volume in STORE on MOUNTPOINT (unmount with: fusermount -u MOUNTPOINT).
+    """Mount the volume in STORE on MOUNTPOINT (unmount with: thermofs umount MOUNTPOINT).
 
     Memory stays bounded by cache_size + dirty_size plus a few MiB per encoding thread, whatever the
-    file sizes.
+    file sizes. A store whose previous daemon is still exiting after its unmount is waited for.
     """
-    from thermofs.fs.mount import parse_options, run_daemon, run_foreground
+    from thermofs.fs.mount import check_mountpoint, parse_options, run_daemon, run_foreground
+    from thermofs.fs.store import read_config
+    from thermofs.tools.offline import lock_store
 
-    try:
-        opts = parse_options(options)
-        if foreground:
-            from thermofs.tools.admin import daemon_handlers
+    opts = _check(lambda: parse_options(options))
+    _check(lambda: read_config(store))
+    _check(lambda: check_mountpoint(mountpoint.resolve(), bool(opts.fuse.get("nonempty"))))
+    if foreground:
+        from thermofs.tools.admin import daemon_handlers
 
-            run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr, handlers=daemon_handlers)
-        else:
-            run_daemon(store, mountpoint, options)
-    except (FsError, CodecError, ValueError, OSError, RuntimeError) as e:
-        _fail(e)
+        _run(lambda: run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr,
+                                    handlers=daemon_handlers, take_lock=lock_store))
+    else:
+        _run(lambda: run_daemon(store, mountpoint, options, take_lock=lock_store))
+
+
+@main.command("umount", epilog=EXIT_RULE)
+# A plain string, not click.Path: that one stats the path, which blocks on a mount whose daemon hangs.
+@click.argument("mountpoint", type=str)
+@click.option("--timeout", type=AgeType(), default="5m", show_default=True,
+              help="How long to wait for the daemon to exit after the unmount (90s, 5m, ...).")
+def umount_cmd(mountpoint: str, timeout: float) -> None:
+    """Unmount the thermofs volume at MOUNTPOINT and wait until its daemon has exited.
+
+    The daemon writes what it still holds and closes the store after the unmount (seconds on a busy
+    volume); once this returns, fsck or a new mount can take the store at once. A busy mount (a file
+    open, a shell in it) is left mounted, with fusermount's message.
+    """
+    from thermofs.tools.offline import unmount
+
+    _run(lambda: unmount(Path(mountpoint), timeout))
 
 
 @main.command("stats")
@@ -114,20 +177,22 @@ def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | No
 @click.option("--prometheus", is_flag=True, help="Print Prometheus text exposition format.")
 @click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
 def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, prometheus: bool, watch: bool) -> None:
-    """Show sizes, chunk counts and codecs of the volume at TARGET (a store or a mountpoint).
+    """Show sizes, chunk counts and codecs of the volume at TARGET (a store or a mountpoint), or of
+    files and directories on a mounted volume (like compsize).
 
     Reads the running totals in LMDB read-only (no scan, never blocks a mount); a mounted volume adds
-    live figures from its daemon (I/O rates, cache, cooler). With PATHS (files on the mounted
-    volume), report those files only.
+    live figures from its daemon (I/O rates, cache, cooler, the policy in force). With PATHs, or a
+    TARGET that is a file or directory on the mount, report those paths only: a directory counts
+    every file below it. Every path must be on the same thermofs mount.
     """
     from thermofs.tools import stats as st
-    from thermofs.tools.admin import target_of
 
-    try:
-        where = target_of(target)
+    where, on_mount = _check(lambda: st.paths_target(target, list(paths)))
+
+    def show() -> None:
         while True:
-            if paths:
-                files = st.file_stats(where.store, target.resolve(), list(paths))
+            if on_mount is not None:
+                files = st.file_stats(on_mount)
                 text = st.render_json(files) if as_json else st.render_files(files)
             else:
                 data = st.collect(where)
@@ -139,14 +204,13 @@ def stats_cmd(target: Path, paths: tuple[Path, ...], as_json: bool, prometheus: 
             if not watch:
                 return
             time.sleep(1)
-    except KeyboardInterrupt:
-        return
-    except (FsError, CodecError, OSError) as e:
-        _fail(e)
+
+    _run(show)
 
 
-@main.command("fsck", epilog="Exit status: 0 clean (or every problem repaired), 1 damage found (or left after "
-                             "--repair), 2 usage or other error (not a store, mounted, unreadable).")
+@main.command("fsck", epilog="Exit status: 0 clean (or every problem repaired); 1 damage found (or left after "
+                             "--repair), or the check failed; 2 usage error or unusable store (not a store, "
+                             "mounted, locked by another command, not writable); 130 interrupted.")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--repair", is_flag=True, help="Fix what can be fixed without guessing; say what could not be.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -158,17 +222,19 @@ def fsck_cmd(store: Path, repair: bool, as_json: bool) -> None:
     link counts, totals and garbage records are recomputed. Damaged chunks are reported with their file
     and byte range and left as they are: their bytes keep reading as EIO rather than as made-up zeros.
     """
+    from thermofs.fs.store import read_config
     from thermofs.tools.admin import progress_bar
-    from thermofs.tools.fsck import EXIT_ERROR, fsck, render
+    from thermofs.tools.fsck import FsckReport, fsck, render
 
-    try:
+    _check(lambda: read_config(store))
+
+    def check() -> FsckReport:
         with progress_bar("verifying frames", "chunk") as bar:
-            report = fsck(store, repair=repair, progress=bar)
-    except (FsError, CodecError, OSError) as e:
-        click.echo(f"thermofs: error: {e}", err=True)
-        sys.exit(EXIT_ERROR)
+            return fsck(store, repair=repair, progress=bar)
+
+    report = _run(check)
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else render(report))
-    sys.exit(report.exit_code)
+    sys.exit(EXIT_FAILED if report.exit_code else EXIT_OK)
 
 
 @main.command("compact")
@@ -182,70 +248,68 @@ def compact_cmd(target: Path, min_garbage: int) -> None:
 
     Safe to interrupt at any point (Ctrl-C stops after the current batch; even kill -9 loses nothing).
     """
-    from thermofs.tools.admin import compact
+    from thermofs.tools.admin import compact, target_of
     from thermofs.tools.compact import render
 
+    where = _check(lambda: target_of(target))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda _sig, _frame: stop.set())
-    try:
-        report = compact(target, min_garbage / 100, stop)
-    except (FsError, CodecError, OSError) as e:
-        _fail(e)
+    report = _run(lambda: compact(where, min_garbage / 100, stop))
     click.echo(render(report))
     if report.interrupted:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @main.command("cool")
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--now", is_flag=True,
               help="Recompress at once, without the background budget; with no --older-than, every chunk.")
-@click.option("--older-than", "older_than", default=None,
+@click.option("--older-than", "older_than", type=AgeType(), default=None,
               help="Cool every hot chunk not accessed for this long (90s, 15m, 2h, 1d), whatever its count.")
 @click.option("--json", "as_json", is_flag=True, help="Print the pass's figures as one JSON object.")
-def cool_cmd(target: Path, now: bool, older_than: str | None, as_json: bool) -> None:
+def cool_cmd(target: Path, now: bool, older_than: float | None, as_json: bool) -> None:
     """Recompress cold chunks of the volume at TARGET (a store or a mountpoint) with the cold codec.
 
     Without options: one pass of the policy (chunks it calls cold), yielding to foreground I/O.
     Returns when the pass is done. Safe to interrupt: every chunk is swapped atomically.
     """
-    import json
+    from thermofs.tools.admin import cool, target_of
+    from thermofs.tools.stats import human_bytes
 
-    from thermofs.policy.temperature import parse_age
-    from thermofs.tools.admin import cool
-
-    age = _run(lambda: parse_age(older_than) if older_than is not None else (0.0 if now else None))
-    report = _run(lambda: cool(target, age, throttle=not now, show_progress=not as_json))
+    where = _check(lambda: target_of(target))
+    age = older_than if older_than is not None else (0.0 if now else None)
+    report = _run(lambda: cool(where, age, throttle=not now, show_progress=not as_json))
     if as_json:
         click.echo(json.dumps(report))
     else:
-        click.echo(f"cooled {report['cooled']} chunks, saved {report['bytes_saved']} bytes "
+        click.echo(f"cooled {report['cooled']} chunks, saved {human_bytes(report['bytes_saved'])} "
                    f"(scanned {report['scanned']}, promoted {report['promoted']}, skipped {report['raced']} "
                    f"rewritten meanwhile, {report['damaged']} damaged)")
 
 
 @main.command("train")
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--budget", default="60s", show_default=True,
+@click.option("--budget", type=AgeType(), default="60s", show_default=True,
               help="Time budget for training the learned model (90s, 5m, ...).")
 @click.option("--no-model", is_flag=True, help="Train the zstd dictionaries only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def train_cmd(target: Path, budget: str, no_model: bool, as_json: bool) -> None:
+def train_cmd(target: Path, budget: float, no_model: bool, as_json: bool) -> None:
     """Train zstd dictionaries and the learned codec's model on samples of the volume at TARGET (a store
     or a mountpoint). They are stored in the volume under new ids: new cold frames use them, frames
     made before keep decoding with the ones they name."""
-    from thermofs.policy.temperature import parse_age
-    from thermofs.tools.admin import train
+    from thermofs.tools.admin import target_of, train
+    from thermofs.tools.stats import human_bytes
 
-    report = _run(lambda: train(target, parse_age(budget), model=not no_model))
+    where = _check(lambda: target_of(target))
+    report = _run(lambda: train(where, budget, model=not no_model))
     if as_json:
         click.echo(json.dumps(report))
     else:
-        dicts = ", ".join(f"{d['kind']} (id {d['id']}, {d['bytes']} bytes)" for d in report["dictionaries"])
-        click.echo(f"sampled {report['samples']} chunks ({report['sample_bytes']} bytes); "
+        dicts = ", ".join(f"{d['kind']} (id {d['id']}, {human_bytes(d['bytes'])})" for d in report["dictionaries"])
+        click.echo(f"sampled {report['samples']} chunks ({human_bytes(report['sample_bytes'])}); "
                    f"dictionaries: {dicts or 'none worth keeping'}; "
-                   + (f"model id {report['model_id']} ({report['model_bytes']} bytes)" if report["model_id"]
-                      else "no model trained"))
+                   + (f"model id {report['model_id']} ({human_bytes(report['model_bytes'])})"
+                      if report["model_id"] else "no model trained"))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thermofs.fs.errors import StoreError
-from thermofs.fs.store import StoreLock
+from thermofs.fs.errors import StoreError, UnusableTarget
 
 log = logging.getLogger("thermofs.control")
 
@@ -35,7 +34,11 @@ Handler = Callable[[dict[str, Any], Send], Any]
 
 
 class ControlError(StoreError):
-    """The daemon could not be reached, or refused or failed a request."""
+    """The daemon refused or failed a request, or went away during it."""
+
+
+class DaemonUnreachable(ControlError, UnusableTarget):
+    """The daemon's control socket cannot be connected to."""
 
 
 @contextmanager
@@ -117,10 +120,11 @@ def call(store: Path, op: str, args: dict[str, Any] | None = None,
             try:
                 sock.connect(path)
             except PermissionError:
-                raise ControlError(f"permission denied on {store / SOCKET_NAME}: run this as the user "
-                                   f"who mounted the volume") from None
+                raise DaemonUnreachable(f"permission denied on {store / SOCKET_NAME}: run this as the user "
+                                        f"who mounted the volume") from None
             except OSError as e:
-                raise ControlError(f"cannot reach the daemon of {store} ({e.strerror}); is it mounted?") from None
+                raise DaemonUnreachable(f"cannot reach the daemon of {store} ({e.strerror}); is it "
+                                        f"mounted?") from None
         with sock.makefile("rwb") as f:
             f.write(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
             f.flush()
@@ -148,11 +152,3 @@ class Target:
 
     store: Path
     mounted: bool
-
-
-def resolve_target(path: Path, mounted_store: Callable[[Path], Path | None]) -> Target:
-    """STORE or MOUNTPOINT -> the store; mounted if a daemon holds its lock."""
-    store = mounted_store(path) if path.is_dir() else None
-    if store is not None:
-        return Target(store, True)
-    return Target(path, (path / "lock").exists() and StoreLock(path).is_held_elsewhere())

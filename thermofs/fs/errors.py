@@ -13,6 +13,12 @@ class StoreError(FsError):
     """The store directory is missing, locked, of an unknown format, or otherwise unusable."""
 
 
+class UnusableTarget(StoreError):
+    """What a command was pointed at cannot serve it: no store, no thermofs mount, a store in use,
+    a store it may not write without -o ro, a daemon out of reach (the command exits with status 2,
+    as for a usage error)."""
+
+
 class NotFound(FsError):
     pass
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ from typing import Any
 from thermofs.codecs import CodecSpec, CodecTable
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.control import ControlServer, Handler
+from thermofs.fs.control import ControlServer, Handler, UnusableTarget
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.reclaim import Reclaimer
@@ -45,6 +47,17 @@ FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "m
 # which cuts the per-request Python cost of sequential reads by 8x.
 READ_AHEAD_KB = 1024
 SWITCH_INTERVAL = 0.0005
+# The daemon's name in /proc/PID/comm (at most 15 bytes). The store lock file names the holder's pid;
+# this name tells an admin command that the holder is a daemon (which, once unmounted, is only
+# finishing its writes: worth waiting for) rather than another admin command.
+DAEMON_NAME = "thermofs-mount"
+PR_SET_NAME = 15
+# libfuse 3.14's fuse_main_real hands the max_idle_threads default (UINT_MAX, "never destroy idle
+# workers") to fuse_loop_cfg_set_idle_threads, which rejects anything above 100,000 and logs
+# "Ignoring invalid max threads value 4294967295 > max (100000)" (fixed in later releases). An
+# explicit 100,000 is accepted and means the same with at most max_threads (10) workers: no idle
+# worker is ever destroyed, so none loses its pinned Python thread state (see operations.FUSE).
+MAX_IDLE_THREADS = 100_000
 
 
 @dataclass
@@ -193,37 +206,81 @@ def statfs_of(store: Path, volume: Volume) -> dict[str, int]:
     }
 
 
-def _mountinfo(mountpoint: Path) -> list[bytes] | None:
-    """The /proc/self/mountinfo fields of the mount at ``mountpoint`` (None if nothing is mounted)."""
-    target = os.fsencode(os.path.abspath(mountpoint))
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo."""
+
+    mountpoint: Path
+    device: str  # major:minor
+    fstype: str
+    source: str
+
+    @property
+    def store(self) -> Path | None:
+        """The store of a thermofs mount (its fsname is thermofs:STORE); None for any other filesystem."""
+        if self.fstype.startswith("fuse") and self.source.startswith("thermofs:"):
+            return Path(self.source.removeprefix("thermofs:"))
+        return None
+
+
+def _unescape(field: bytes) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), field))
+
+
+def mounts() -> list[MountEntry]:
+    """Every mount of this process's namespace, in mount order (a later one may hide an earlier)."""
     try:
         with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields[4].replace(b"\\040", b" ") == target:
-                    return fields
+            lines = fh.read().splitlines()
     except OSError:
-        return None
+        return []
+    entries = []
+    for line in lines:
+        fields = line.split()
+        tail = fields[fields.index(b"-") + 1:]
+        entries.append(MountEntry(Path(_unescape(fields[4])), fields[2].decode(), _unescape(tail[0]),
+                                  _unescape(tail[1])))
+    return entries
+
+
+def mount_at(mountpoint: Path) -> MountEntry | None:
+    """The mount visible at ``mountpoint`` (None if nothing is mounted there)."""
+    target = Path(os.path.abspath(mountpoint))
+    found = None
+    for entry in mounts():
+        if entry.mountpoint == target:
+            found = entry  # the last one is on top
+    return found
+
+
+def mount_containing(path: Path) -> MountEntry | None:
+    """The mount that ``path`` (resolved) lies on: the nearest mount point above it or at it."""
+    resolved = path.resolve()
+    by_point = {entry.mountpoint: entry for entry in mounts()}  # later entries win: the visible ones
+    for candidate in (resolved, *resolved.parents):
+        if candidate in by_point:
+            return by_point[candidate]
     return None
 
 
 def mount_source(mountpoint: Path) -> str | None:
     """The major:minor of the filesystem mounted at ``mountpoint``, or None if nothing is mounted."""
-    fields = _mountinfo(mountpoint)
-    return None if fields is None else fields[2].decode()
+    entry = mount_at(mountpoint)
+    return None if entry is None else entry.device
 
 
 def mounted_store(mountpoint: Path) -> Path | None:
-    """The store of the thermofs volume mounted at ``mountpoint`` (None if nothing is mounted there);
-    StoreError if another filesystem is."""
-    fields = _mountinfo(mountpoint)
-    if fields is None:
-        return None
-    fstype, source = fields[fields.index(b"-") + 1:][:2]
-    source = source.replace(b"\\040", b" ")
-    if not source.startswith(b"thermofs:"):
-        raise StoreError(f"{mountpoint} is a mount point of {fstype.decode()}, not of thermofs")
-    return Path(os.fsdecode(source.removeprefix(b"thermofs:")))
+    """The store of the thermofs volume mounted at ``mountpoint``; None if nothing, or another
+    filesystem, is mounted there (a store directory may well be a mount point itself)."""
+    entry = mount_at(mountpoint)
+    return None if entry is None else entry.store
+
+
+def store_mountpoints(store: Path) -> list[Path]:
+    """Where the volume in ``store`` is mounted (normally once, or not at all)."""
+    store = store.resolve()
+    return [entry.mountpoint for entry in mounts() if entry.store == store]
 
 
 def answers(path: Path, timeout: float) -> bool:
@@ -246,13 +303,28 @@ def answers(path: Path, timeout: float) -> bool:
 
 def check_mountpoint(mountpoint: Path, nonempty: bool) -> None:
     if not mountpoint.exists():
-        raise StoreError(f"mountpoint {mountpoint} does not exist")
+        raise UnusableTarget(f"mountpoint {mountpoint} does not exist")
     if not mountpoint.is_dir():
-        raise StoreError(f"mountpoint {mountpoint} is not a directory")
+        raise UnusableTarget(f"mountpoint {mountpoint} is not a directory")
     if mount_source(mountpoint) is not None:
-        raise StoreError(f"{mountpoint} is already a mountpoint")
+        raise UnusableTarget(f"{mountpoint} is already a mountpoint")
     if not nonempty and any(mountpoint.iterdir()):
-        raise StoreError(f"mountpoint {mountpoint} is not empty (use -o nonempty to mount over it)")
+        raise UnusableTarget(f"mountpoint {mountpoint} is not empty (use -o nonempty to mount over it)")
+
+
+def name_process(name: str) -> None:
+    """Set this thread's name as /proc shows it (comm); best effort."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError) as e:
+        log.info("could not name the process %r: %s", name, e)
+
+
+def take_lock_now(store: Path) -> StoreLock:
+    """The store lock, taken at once (StoreError if it is held)."""
+    lock = StoreLock(store)
+    lock.acquire()
+    return lock
 
 
 def _raise_read_ahead(mountpoint: Path, deadline: float) -> None:
@@ -302,17 +374,19 @@ def setup_logging(store: Path, to_stderr: bool) -> None:
 
 
 def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_stderr: bool = True,
-                   handlers: Callable[[Parts], dict[str, Handler]] | None = None) -> None:
+                   handlers: Callable[[Parts], dict[str, Handler]] | None = None,
+                   take_lock: Callable[[Path], StoreLock] = take_lock_now) -> None:
     """Mount and serve until unmounted. Holds the store lock for the whole time. ``handlers`` builds
-    what the control socket answers (the admin tools' daemon side), from the mounted parts."""
+    what the control socket answers (the admin tools' daemon side), from the mounted parts;
+    ``take_lock`` takes the store lock (the admin tools' version waits for a daemon still exiting)."""
     store, mountpoint = store.resolve(), mountpoint.resolve()  # libfuse3 does chdir("/")
     read_config(store)
     check_writable(store, options)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
-    lock = StoreLock(store)
-    lock.acquire()
+    lock = take_lock(store)
     os.umask(0o077)  # everything the daemon makes in the store is private (the log, segments)
     try:
+        name_process(DAEMON_NAME)
         os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
         from thermofs.fs.operations import FUSE, Operations  # loads libfuse: only when mounting
 
@@ -325,7 +399,8 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
         control = ControlServer(store, handlers(parts) if handlers is not None else {})
         if os.access(store, os.W_OK):
             control.start()  # a store on read-only media has no control socket: stats reads LMDB
-        fuse_opts = {"fsname": f"thermofs:{store}", "subtype": "thermofs", "default_permissions": True}
+        fuse_opts: dict[str, Any] = {"fsname": f"thermofs:{store}", "subtype": "thermofs",
+                                     "default_permissions": True, "max_idle_threads": str(MAX_IDLE_THREADS)}
         if os.getuid() == 0:
             fuse_opts["allow_other"] = True  # safe: the kernel checks permissions (default_permissions)
         fuse_opts.update(options.fuse)
@@ -351,18 +426,19 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
 
 def check_writable(store: Path, options: MountOptions) -> None:
     if not options.readonly and not os.access(store, os.W_OK):
-        raise StoreError(f"{store} is not writable (read-only media?); mount it with -o ro to read it")
+        raise UnusableTarget(f"{store} is not writable (read-only media?); mount it with -o ro to read it")
 
 
-def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: float = 60.0) -> None:
-    """Start the foreground server as a detached process; return once the mount answers."""
+def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: float = 60.0,
+               take_lock: Callable[[Path], StoreLock] = take_lock_now) -> None:
+    """Start the foreground server as a detached process; return once the mount answers.
+    ``take_lock`` checks the store is free first, for a clear error here rather than in the log."""
     store, mountpoint = store.resolve(), mountpoint.resolve()
     options = parse_options(option_text)
     read_config(store)
     check_writable(store, options)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
-    if StoreLock(store).is_held_elsewhere():
-        StoreLock(store).acquire()  # raises the clear "in use" error
+    take_lock(store).release()  # the daemon takes it for good
     cmd = [sys.executable, "-m", "thermofs", "mount", "-f", "--no-stderr", str(store), str(mountpoint)]
     if option_text:
         cmd += ["-o", option_text]

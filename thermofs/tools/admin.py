@@ -17,17 +17,32 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from thermofs.fs.control import Handler, Send, Target, call, resolve_target
-from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume
-from thermofs.fs.store import read_config
+from thermofs.fs.control import Handler, Send, Target, UnusableTarget, call
+from thermofs.fs.errors import StoreError
+from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume, store_mountpoints
+from thermofs.fs.store import StoreLock, read_config
 from thermofs.tools.compact import MIN_GARBAGE_SHARE, CompactReport
 from thermofs.tools.compact import compact as compact_store
 from thermofs.tools.offline import lock_store
 
 
 def target_of(path: Path) -> Target:
-    target = resolve_target(path.resolve(), mounted_store)
-    read_config(target.store)  # a clear error for a directory that is no store
+    """STORE or MOUNTPOINT -> the store, mounted or not (mounted: a daemon serves it; a store whose
+    lock an exiting daemon or an admin command holds is not, lock_store says what it is). Only a
+    thermofs mount counts as a mountpoint: a store directory may itself be the mount point of another
+    filesystem."""
+    resolved = path.resolve()
+    store = mounted_store(resolved)
+    if store is not None:
+        target = Target(store, True)
+    else:
+        # Mounted, and its daemon alive: a daemon that crashed leaves the mount (ENOTCONN) and no lock.
+        mounted = bool(store_mountpoints(resolved)) and StoreLock(resolved).is_held_elsewhere()
+        target = Target(resolved, mounted)
+    try:
+        read_config(target.store)  # a clear error for a directory that is no store
+    except StoreError as e:
+        raise UnusableTarget(str(e)) from None
     return target
 
 
@@ -104,31 +119,32 @@ def daemon_handlers(parts: Parts) -> dict[str, Handler]:
 
 def live_figures(parts: Parts) -> Handler:
     """The daemon's side of ``stats``: live figures, with rates per second since the previous request
-    (at most a minute back) or since the mount, so ``stats --watch`` shows the last second."""
+    (at most a minute back) or since the mount, so ``stats --watch`` shows the last second. The
+    answer says which (``rates_since``) and over how long (``rate_span_s``), and carries the policy
+    in force (the store's, with the mount's -o overrides)."""
     started = time.monotonic()
-    last = [(started, asdict(parts.volume.live_stats()))]  # the previous sample
+    previous: list[tuple[float, dict[str, Any]]] = []  # the sample of the previous request, if any
 
     def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
         now, current = time.monotonic(), asdict(parts.volume.live_stats())
-        then, before = last[0]
-        if now - then > 60 or now - then < 0.2:
-            then, before = started, {k: 0 for k in current}
-        last[0] = (now, current)
+        then, before, since = started, {k: 0 for k in current}, "mount"
+        if previous and 0.2 <= now - previous[0][0] <= 60:
+            (then, before), since = previous[0], "previous request"
+        previous[:] = [(now, current)]
         span = max(now - then, 1e-3)
         rates = {f"{k}_per_s": (current[k] - before[k]) / span
                  for k in ("read_bytes", "write_bytes", "read_ops", "write_ops")}
         lookups = current["cache_hits"] + current["cache_misses"]
-        return {**current, **rates, "uptime_s": now - started,
+        return {**current, **rates, "rates_since": since, "rate_span_s": span, "uptime_s": now - started,
                 "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
-                "cooler": parts.cooler.status.as_dict()}
+                "cooler": parts.cooler.status.as_dict(), "policy": parts.tracker.params.as_dict()}
 
     return live
 
 
-def _run(path: Path, op: str, args: dict[str, Any], desc: str, unit: str = "chunk",
+def _run(target: Target, op: str, args: dict[str, Any], desc: str, unit: str = "chunk",
          show_progress: bool = True, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Run an admin operation on the volume at ``path``: by its daemon if mounted, else here."""
-    target = target_of(path)
+    """Run an admin operation on the volume of ``target``: by its daemon if mounted, else here."""
     with progress_bar(desc, unit) as bar:
         report = bar if show_progress else (lambda done, total: None)
         if target.mounted:
@@ -139,18 +155,18 @@ def _run(path: Path, op: str, args: dict[str, Any], desc: str, unit: str = "chun
             return OPERATIONS[op](parts, args, report, stop)
 
 
-def cool(path: Path, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:
+def cool(target: Target, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:
     """One cooling pass (``thermofs cool``); returns the pass's figures."""
-    return _run(path, "cool", {"older_than": older_than, "throttle": throttle}, "cooling",
+    return _run(target, "cool", {"older_than": older_than, "throttle": throttle}, "cooling",
                 show_progress=show_progress)
 
 
-def compact(path: Path, min_garbage: float, stop: threading.Event) -> CompactReport:
+def compact(target: Target, min_garbage: float, stop: threading.Event) -> CompactReport:
     """``thermofs compact``: offline under the lock (``stop`` ends it after a batch), or by the
     mounted volume's daemon."""
-    return CompactReport(**_run(path, "compact", {"min_garbage": min_garbage}, "compacting", "B", stop=stop))
+    return CompactReport(**_run(target, "compact", {"min_garbage": min_garbage}, "compacting", "B", stop=stop))
 
 
-def train(path: Path, budget: float, model: bool) -> dict[str, Any]:
+def train(target: Target, budget: float, model: bool) -> dict[str, Any]:
     """``thermofs train``: dictionaries (and a learned model) from the volume's own chunks."""
-    return _run(path, "train", {"budget": budget, "model": model}, "training", "‰")
+    return _run(target, "train", {"budget": budget, "model": model}, "training", "‰")

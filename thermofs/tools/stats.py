@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
-from thermofs.fs.control import ControlError, Target, call
+from thermofs.fs.control import ControlError, Target, UnusableTarget, call
+from thermofs.fs.meta import Txn
+from thermofs.fs.mount import mount_containing, store_mountpoints
 from thermofs.fs.segments import disk_bytes
-from thermofs.fs.store import open_meta, read_config
+from thermofs.fs.store import FORMAT_FILE, open_meta, read_config
 from thermofs.policy.temperature import PolicyParams
+from thermofs.tools.admin import target_of
 
 # stats must answer within a second even if the daemon is busy: its live figures are optional.
 LIVE_TIMEOUT = 0.8
@@ -55,48 +60,148 @@ def volume_stats(store: Path, mounted: bool = False) -> dict[str, Any]:
 
 def collect(target: Target) -> dict[str, Any]:
     """LMDB totals (read-only, never blocks the daemon) plus, for a mounted volume, the daemon's
-    live figures (``live``; None with ``live_error`` if it did not answer within LIVE_TIMEOUT)."""
+    live figures (``live``; None with ``live_error`` if it did not answer within LIVE_TIMEOUT).
+    ``policy`` is the policy in force: the daemon's (with its -o overrides) when it answered,
+    else the store's (``store_policy``, set at mkfs); ``policy_source`` says which."""
     stats = volume_stats(target.store, target.mounted)
     stats["mounted"] = target.mounted
+    stats["store_policy"], stats["policy_source"] = stats["policy"], "store"
     if target.mounted:
         try:
             stats["live"] = call(target.store, "stats", timeout=LIVE_TIMEOUT)
         except ControlError as e:
             stats["live"], stats["live_error"] = None, str(e)
+        else:
+            stats["policy"], stats["policy_source"] = stats["live"]["policy"], "mount"
     return stats
 
 
-def file_stats(store: Path, mountpoint: Path | None, paths: list[Path]) -> dict[str, Any]:
-    """Per-file breakdown (like compsize): chunks, codecs, stored bytes; scans only those files."""
+# -- per-path figures (like compsize) ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PathsOnMount:
+    """The volume of ``stats PATH...`` and the paths, each checked to lie on its mount."""
+
+    store: Path
+    mountpoint: Path
+    paths: list[Path]
+
+
+def paths_target(target: Path, paths: list[Path]) -> tuple[Target, PathsOnMount | None]:
+    """What ``stats TARGET [PATH...]`` reports on. TARGET is a thermofs mountpoint or a store (the
+    volume; with PATHs, those paths of its mount) or a file or directory on a thermofs mount (that
+    path and the PATHs). UnusableTarget for anything else, and for a PATH that is not on the same
+    mount (the same inode number on another volume is another file)."""
+    inside = None if _is_volume(target) else mount_containing(target)
+    mountpoint: Path | None
+    if inside is not None and inside.store is not None:
+        where, mountpoint, paths = Target(inside.store, True), inside.mountpoint, [target, *paths]
+    elif inside is not None and not target.is_dir():
+        raise UnusableTarget(f"{target} is neither a thermofs store nor on a thermofs mount")
+    else:
+        where = target_of(target)  # the clear "not a store" error, unless it is one
+        mountpoints = store_mountpoints(where.store) if where.mounted else []
+        mountpoint = mountpoints[-1] if mountpoints else None
+    if not paths:
+        return where, None
+    if mountpoint is None:
+        raise UnusableTarget(f"{paths[0]}: the volume of {where.store} is not mounted, so no path is on it")
+    device = os.stat(mountpoint).st_dev
+    for p in paths:
+        try:
+            st = os.lstat(p)
+        except OSError as e:
+            raise UnusableTarget(f"{p}: {e.strerror}") from None
+        if st.st_dev != device:
+            raise UnusableTarget(f"{p} is not on the thermofs mount {mountpoint} (of {where.store}); every "
+                                 f"PATH must be on the same mount")
+    return where, PathsOnMount(where.store, mountpoint, paths)
+
+
+def _is_volume(target: Path) -> bool:
+    """A store directory (mounted or not), a thermofs mountpoint or a missing path (for target_of's
+    error), rather than a path on some mount."""
+    resolved = target.resolve()
+    entry = mount_containing(resolved)
+    at_mountpoint = entry is not None and entry.mountpoint == resolved and entry.store is not None
+    return at_mountpoint or (resolved / FORMAT_FILE).is_file() or not os.path.lexists(resolved)
+
+
+def _walk(top: Path, device: int) -> Iterator[tuple[Path, os.stat_result]]:
+    """``top`` and, for a directory, every entry below it (depth first, sorted by name, symlinks not
+    followed), except what lies on another filesystem mounted inside."""
+    pending = [top]  # a stack, not recursion: a tree may be deeper than Python's recursion limit
+    while pending:
+        path = pending.pop()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        if st.st_dev != device:
+            continue
+        yield path, st
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as entries:
+                pending += [path / name for name in sorted((entry.name for entry in entries), reverse=True)]
+
+
+def _file_figures(t: Txn, table: CodecTable, st: os.stat_result) -> dict[str, Any]:
+    codecs: dict[str, dict[str, int]] = {}
+    stored = chunks = 0
+    for _index, e in t.chunks_of(st.st_ino):
+        row = codecs.setdefault(table.by_id[e.codec_id].name, {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
+        row["chunks"] += 1
+        row["raw_bytes"] += e.raw_len
+        row["stored_bytes"] += e.frame_len
+        stored += e.frame_len
+        chunks += 1
+    return {"logical_bytes": st.st_size, "stored_bytes": stored, "chunks": chunks, "codecs": codecs}
+
+
+def _add(total: dict[str, Any], figures: dict[str, Any]) -> None:
+    for key in ("logical_bytes", "stored_bytes", "chunks"):
+        total[key] += figures[key]
+    total["file_count"] += 1
+    for name, row in figures["codecs"].items():
+        into = total["codecs"].setdefault(name, {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
+        for key, value in row.items():
+            into[key] += value
+
+
+def _empty() -> dict[str, Any]:
+    return {"file_count": 0, "logical_bytes": 0, "stored_bytes": 0, "chunks": 0, "codecs": {}}
+
+
+def file_stats(on: PathsOnMount) -> dict[str, Any]:
+    """Per-file breakdown (like compsize): chunks, codecs, stored bytes of every regular file among
+    the paths and below the directories among them; scans only those files. A file with several
+    names among them counts once (its first name, in the order given and then sorted)."""
     table = CodecTable()
-    meta, _identity = open_meta(store, read_config(store), readonly=True, check_structure=mountpoint is None)
+    device = os.stat(on.mountpoint).st_dev
     files: dict[str, Any] = {}
+    per_path: dict[str, Any] = {}
+    total = _empty()
+    seen: set[int] = set()
+    # The paths are on a mount: its daemon has the store open (and checked it when it opened it).
+    meta, _identity = open_meta(on.store, read_config(on.store), readonly=True, check_structure=False)
     try:
         with meta.read() as t:
-            for p in paths:
-                st = os.lstat(p)
-                if mountpoint is None or not stat.S_ISREG(st.st_mode):
-                    continue
-                codecs: dict[str, dict[str, int]] = {}
-                stored = chunks = 0
-                for _index, e in t.chunks_of(st.st_ino):
-                    row = codecs.setdefault(table.by_id[e.codec_id].name,
-                                            {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
-                    row["chunks"] += 1
-                    row["raw_bytes"] += e.raw_len
-                    row["stored_bytes"] += e.frame_len
-                    stored += e.frame_len
-                    chunks += 1
-                files[str(p)] = {"logical_bytes": st.st_size, "stored_bytes": stored, "chunks": chunks,
-                                 "codecs": codecs}
+            for given in on.paths:
+                subtotal = per_path.setdefault(str(given), _empty())
+                for path, st in _walk(given, device):
+                    if not stat.S_ISREG(st.st_mode) or st.st_ino in seen:
+                        continue
+                    seen.add(st.st_ino)
+                    files[str(path)] = figures = _file_figures(t, table, st)
+                    _add(subtotal, figures)
+                    _add(total, figures)
     finally:
         meta.close()
-    return {"files": files,
-            "logical_bytes": sum(f["logical_bytes"] for f in files.values()),
-            "stored_bytes": sum(f["stored_bytes"] for f in files.values())}
+    return {"files": files, "paths": per_path, **total}
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """A byte count as every text output of thermofs shows one: 512 B, 64.0 KiB, 11.9 MiB."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -104,41 +209,69 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
+def human_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _age(seconds: float) -> str:
+    """An age in the form the policy options take (90s, 5m, 2h, 1d)."""
+    for suffix, unit in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= unit and seconds % unit == 0:
+            return f"{seconds / unit:g}{suffix}"
+    return f"{seconds:g}s"
+
+
+def _render_policy(stats: dict[str, Any]) -> str:
+    policy = stats["policy"]
+    values = ", ".join(f"{key} {_age(value) if key in ('cold_age', 'half_life') else f'{value:g}'}"
+                       for key, value in policy.items())
+    source = "mount -o" if stats["policy_source"] == "mount" and policy != stats["store_policy"] else "mkfs"
+    return f"policy         {values} ({source})"
+
+
 def render(stats: dict[str, Any]) -> str:
     lines = [f"store          {stats['store']}",
-             f"chunk size     {_human(stats['chunk_size'])}   hot {stats['hot_codec']}   "
+             f"chunk size     {human_bytes(stats['chunk_size'])}   hot {stats['hot_codec']}   "
              f"cold {stats['cold_codec']}",
              f"files          {stats['files']}",
-             f"logical        {_human(stats['logical_bytes'])}",
-             f"stored         {_human(stats['stored_bytes'])}"
+             f"logical        {human_bytes(stats['logical_bytes'])}   (the files' sizes)",
+             f"stored         {human_bytes(stats['stored_bytes'])}"
              + (f"   ({100 * stats['stored_bytes'] / stats['logical_bytes']:.1f}% of logical)"
                 if stats["logical_bytes"] else ""),
-             f"physical       {_human(stats['physical_bytes'])}   (garbage {_human(stats['garbage_bytes'])})",
+             f"on disk        {human_bytes(stats['physical_bytes'])}, of which "
+             f"{human_bytes(stats['garbage_bytes'])} dead frames not yet reclaimed (thermofs compact)",
              f"chunks         {stats['chunks']}   (hot {stats['hot_chunks']}, cold {stats['cold_chunks']})",
-             f"cooling        {stats['cooled_chunks']} chunks recompressed, {_human(stats['cooled_bytes_saved'])} "
-             f"saved, {stats['promoted_chunks']} promoted",
+             f"cooling        {stats['cooled_chunks']} chunks recompressed, "
+             f"{human_bytes(stats['cooled_bytes_saved'])} saved, {stats['promoted_chunks']} promoted",
+             _render_policy(stats),
              *_render_live(stats),
              "",
              f"{'codec':<10}{'chunks':>10}{'raw':>14}{'stored':>14}{'ratio':>9}"]
     for name, row in stats["codecs"].items():
         ratio = row["stored_bytes"] / row["raw_bytes"] if row["raw_bytes"] else 0.0
-        lines.append(f"{name:<10}{row['chunks']:>10}{_human(row['raw_bytes']):>14}"
-                     f"{_human(row['stored_bytes']):>14}{100 * ratio:>8.1f}%")
+        lines.append(f"{name:<10}{row['chunks']:>10}{human_bytes(row['raw_bytes']):>14}"
+                     f"{human_bytes(row['stored_bytes']):>14}{100 * ratio:>8.1f}%")
     return "\n".join(lines)
 
 
 def render_files(stats: dict[str, Any]) -> str:
-    """A compsize-like table: one line per file, then the total."""
-    lines = [f"{'file':<40}{'chunks':>8}{'logical':>12}{'stored':>12}{'ratio':>8}  codecs"]
+    """A compsize-like table: one line per PATH given (a directory with the files below it), then the
+    total."""
+    lines = [f"{'path':<40}{'files':>7}{'chunks':>8}{'logical':>12}{'stored':>12}{'ratio':>8}  codecs"]
 
     def row(name: str, f: dict[str, Any]) -> str:
         ratio = f["stored_bytes"] / f["logical_bytes"] if f["logical_bytes"] else 0.0
-        codecs = ", ".join(f"{c} {r['chunks']}" for c, r in f.get("codecs", {}).items())
-        return (f"{name:<40}{f.get('chunks', ''):>8}{_human(f['logical_bytes']):>12}"
-                f"{_human(f['stored_bytes']):>12}{100 * ratio:>7.1f}%  {codecs}")
+        codecs = ", ".join(f"{c} {r['chunks']}" for c, r in f["codecs"].items())
+        return (f"{name:<40}{f['file_count']:>7}{f['chunks']:>8}{human_bytes(f['logical_bytes']):>12}"
+                f"{human_bytes(f['stored_bytes']):>12}{100 * ratio:>7.1f}%  {codecs}")
 
-    lines += [row(name, f) for name, f in stats["files"].items()]
-    lines.append(row("total", {**stats, "chunks": sum(f["chunks"] for f in stats["files"].values())}))
+    lines += [row(name, f) for name, f in stats["paths"].items()]
+    lines.append(row("total", stats))
+    lines.append("(a file with several names among the paths counts once)")
     return "\n".join(lines)
 
 
@@ -149,11 +282,15 @@ def _render_live(stats: dict[str, Any]) -> list[str]:
     if live is None:
         return [f"mounted        yes (no live figures: {stats.get('live_error')})"]
     c = live["cooler"]
+    span = human_duration(live["rate_span_s"])
+    period = (f"over the last {span}, since the previous stats" if live["rates_since"] == "previous request"
+              else f"average since the mount, {span} ago")
     return [
-        f"I/O            read {_human(live['read_bytes_per_s'])}/s ({live['read_ops_per_s']:.0f} ops/s)   "
-        f"write {_human(live['write_bytes_per_s'])}/s ({live['write_ops_per_s']:.0f} ops/s)",
-        f"cache          {_human(live['cache_bytes'])}, hit rate {100 * live['cache_hit_rate']:.1f}%   "
-        f"open files {live['open_files']}   dirty {_human(live['dirty_bytes'])}",
+        f"I/O            ({period})   read {human_bytes(live['read_bytes_per_s'])}/s "
+        f"({live['read_ops_per_s']:.0f} ops/s)   write {human_bytes(live['write_bytes_per_s'])}/s "
+        f"({live['write_ops_per_s']:.0f} ops/s)",
+        f"cache          {human_bytes(live['cache_bytes'])}, hit rate {100 * live['cache_hit_rate']:.1f}%   "
+        f"open files {live['open_files']}   dirty {human_bytes(live['dirty_bytes'])}",
         f"cooler         {c['state']}, pass {c['passes']}: scanned {c['scanned']}/{c['total']}, queue "
         f"{c['queue']}; since mount {c['cooled']} cooled, {c['promoted']} promoted",
     ]

@@ -1,0 +1,77 @@
+"""One exit status rule for every command: 0 success, 1 failed (fsck: damage found), 2 usage error
+or unusable target, 130 interrupted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount
+from thermofs.fs.mount import mount_source
+
+THERMOFS = [sys.executable, "-m", "thermofs"]
+
+
+def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_the_exit_status_rule_is_in_the_help() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "Exit status: 0 success; 1 the command ran and failed" in text
+    assert "2 usage error or unusable target" in text and "130 interrupted" in text
+
+
+@pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "fsck", "cool", "compact", "train"])
+def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "precious").write_text("not a store")
+    (tmp_path / "mnt").mkdir()
+    args: list[str | Path] = {"mkfs": [plain], "mount": [plain, tmp_path / "mnt"]}.get(command, [plain])
+    r = run(command, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    message = {"mkfs": "not an empty directory", "umount": "not a mount point"}.get(command,
+                                                                                    "not a thermofs store")
+    assert message in r.stderr
+    if command != "mkfs":  # mkfs makes a missing directory
+        r = run(command, *[tmp_path / "missing" if a == plain else a for a in args])
+        assert r.returncode == 2, (r.stdout, r.stderr)
+    assert (plain / "precious").read_text() == "not a store"
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("mkfs", ["--chunk-size", "64Q"], "not a size"),
+    ("mkfs", ["--chunk-size", "1000"], "power of two"),
+    ("mkfs", ["--policy", "cold_age=soon"], "bad age"),
+    ("mount", ["MNT", "-o", "cache_size=lots"], "not a size"),
+    ("mount", ["MNT", "-o", "cold_age=often"], "bad age"),
+    ("umount", ["--timeout", "soon"], "bad age"),
+    ("stats", ["STORE/missing"], "missing"),
+    ("fsck", ["--repair=yes"], "does not take a value"),
+    ("cool", ["--older-than", "soon"], "bad age"),
+    ("compact", ["--min-garbage", "150"], "150"),
+    ("train", ["--budget", "forever"], "bad age"),
+])
+def test_a_bad_value_exits_2(tmp_path: Path, command: str, args: list[str], message: str) -> None:
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    assert run("mkfs", store).returncode == 0
+    target = tmp_path / "new" if command == "mkfs" else mnt if command == "umount" else store
+    r = run(command, target, *[a.replace("MNT", str(mnt)).replace("STORE", str(store)) for a in args])
+    assert r.returncode == 2 and message in r.stderr, (r.stdout, r.stderr)
+    assert mount_source(mnt) is None
+
+
+def test_an_unreachable_daemon_exits_2(mount: Mount) -> None:
+    (mount.store / "control.sock").unlink()  # the daemon serves the mount, its admin socket is gone
+    r = run("cool", mount.mountpoint)
+    assert r.returncode == 2 and "cannot reach the daemon" in r.stderr, r.stderr
+
+

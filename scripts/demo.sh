@@ -11,7 +11,7 @@ MNT=$WORK/mnt
 mkdir -p "$MNT"
 cleanup() {
     if grep -qs " $MNT " /proc/self/mountinfo; then
-        fusermount -u "$MNT" 2>/dev/null || fusermount -u -z "$MNT"
+        $TFS umount "$MNT" 2>/dev/null || fusermount -u -z "$MNT"
     fi
 }
 trap cleanup EXIT
@@ -37,5 +37,5 @@ echo "recompressing every chunk with the cold codec now (the background cooler w
 $TFS cool "$MNT" --now
 diff -r --no-dereference -x site-packages "$STDLIB" "$MNT/stdlib" >/dev/null && echo "read back after cooling: identical"
 $TFS stats "$MNT"
-fusermount -u "$MNT"
+$TFS umount "$MNT"
 echo "volume left in $STORE (mount it again with: $TFS mount $STORE $MNT)"

@@ -30,7 +30,7 @@ EAGER = "cold_age=0,cool_interval=1s"
 
 
 def cooler_status(target: ThermofsTarget) -> dict[str, Any]:
-    from thermofs.fs.control import call
+    from thermofs.daemon.control import call
 
     return dict(call(target.store, "stats", timeout=10)["cooler"])
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thermofs.fs.mount import answers, mount_source
+from thermofs.daemon.mountinfo import answers, mount_source
 
 MiB = 1 << 20
 IO_SIZE = 1 * MiB  # application write/read size for the sequential workloads

@@ -3,7 +3,7 @@
 
 Only the operations are its own. Everything between the kernel and them is thermofs's, taken from
 thermofs itself so that it cannot drift while thermofs changes: the binding (thermofs's subclass of
-mfusepy's FUSE on libfuse3, threaded), the ``init_with_config`` settings (``thermofs.fs.mount._configure``:
+mfusepy's FUSE on libfuse3, threaded), the ``init_with_config`` settings (``thermofs.daemon.binding.configure_fuse``:
 use_ino, nullpath_ok, attribute timeout, max_readahead ...), the kernel read-ahead raise, and the same
 mount options (fsname/subtype, default_permissions, allow_other as root). The difference between the
 two is then thermofs's own work: chunking, compression, LMDB, segments.
@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # noqa: E402  (must come after FUSE_LIBRARY_NAME)
 
-from thermofs.fs.mount import _configure, _raise_read_ahead  # noqa: E402  (same settings as thermofs)
-from thermofs.fs.operations import FUSE  # noqa: E402  (mfusepy.FUSE with thermofs's fix-ups)
+from thermofs.daemon.binding import configure_fuse, raise_read_ahead  # noqa: E402  (same settings as thermofs)
+from thermofs.daemon.binding import FUSE  # noqa: E402  (mfusepy.FUSE with thermofs's fix-ups)
 
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -70,7 +70,7 @@ class Passthrough(mfusepy.Operations):
         return self.root + path if path != "/" else self.root
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        _configure(conn, config)
+        configure_fuse(conn, config)
 
     @fuse_errors
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
                             "default_permissions": True}
     if os.getuid() == 0:
         opts["allow_other"] = True
-    threading.Thread(target=_raise_read_ahead, args=(Path(mountpoint), time.monotonic() + 30),
+    threading.Thread(target=raise_read_ahead, args=(Path(mountpoint), time.monotonic() + 30),
                      daemon=True).start()
     FUSE(Passthrough(root, "--sync-on-close" in flags), mountpoint, foreground=True, nothreads=nothreads, **opts)
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from thermofs.fs.mount import answers, mount_source
+from thermofs.daemon.mountinfo import answers, mount_source
 from thermofs.fs.store import StoreConfig, mkfs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,8 +26,9 @@ import pytest
 
 from thermofs.codecs import CodecError
 from thermofs.fs.errors import FsError, StoreError
-from thermofs.fs.mount import MountOptions, open_volume
-from thermofs.fs.operations import _errno_of
+from thermofs.daemon.options import MountOptions
+from thermofs.daemon.assembly import open_volume
+from thermofs.daemon.operations import _errno_of
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import fsck
 

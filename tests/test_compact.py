@@ -20,22 +20,22 @@ import pytest
 
 from tests.conftest import REPO, Mount
 from tests.test_fsck import GID, UID, run
-from thermofs.fs.mount import Parts, open_volume
+from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, mkfs
-from thermofs.tools import compact as compact_mod
-from thermofs.tools.compact import CompactReport, compact
+from thermofs.fs import compaction as compact_mod
+from thermofs.fs.compaction import CompactReport, compact
 from thermofs.tools.fsck import fsck
 
 CS = 4096
 
 
-def run_compact(parts: Parts, **kwargs: Any) -> CompactReport:
+def run_compact(parts: OpenVolume, **kwargs: Any) -> CompactReport:
     chunks = parts.volume.chunks
     return compact(parts.meta, parts.segments, chunks.table, chunks.chunk_size, **kwargs)
 
 
-def write(parts: Parts, path: str, data: bytes) -> None:
+def write(parts: OpenVolume, path: str, data: bytes) -> None:
     v = parts.volume
     try:
         ino = v.resolve(path)
@@ -46,7 +46,7 @@ def write(parts: Parts, path: str, data: bytes) -> None:
     v.release(fh)
 
 
-def read(parts: Parts, path: str) -> bytes:
+def read(parts: OpenVolume, path: str) -> bytes:
     v = parts.volume
     fh = v.open(v.resolve(path))
     try:
@@ -215,8 +215,8 @@ def test_frames_left_by_a_crash_are_reclaimed(tmp_path: Path) -> None:
 KILLER = r"""
 import os, signal, sys
 from pathlib import Path
-from thermofs.fs.mount import open_volume
-from thermofs.tools import compact as c
+from thermofs.daemon.assembly import open_volume
+from thermofs.fs import compaction as c
 
 where = sys.argv[2]
 c.BATCH_BYTES = 2 * 4096

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount
-from thermofs.fs.mount import mount_source
+from thermofs.daemon.mountinfo import mount_source
 
 TMPFS_SIZE = "24m"
 STEP = 1 << 20

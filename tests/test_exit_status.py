@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mount
-from thermofs.fs.mount import mount_source
+from thermofs.daemon.mountinfo import mount_source
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 

@@ -21,7 +21,7 @@ from tests.conftest import REPO, Mount
 from tests.test_corruption import _chunk_map as chunk_map
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, MetaStore
-from thermofs.fs.mount import open_volume
+from thermofs.daemon.assembly import open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import EXIT_CLEAN, EXIT_DAMAGE, FsckReport, fsck
 

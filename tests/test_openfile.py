@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from thermofs.fs.mount import Parts, open_volume
+from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.openfile import OpenFile
 from thermofs.fs.store import StoreConfig, mkfs
 
@@ -19,14 +19,14 @@ CS = 4096
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[Parts]:
+def parts(tmp_path: Path) -> Iterator[OpenVolume]:
     mkfs(tmp_path / "store", StoreConfig(chunk_size=CS, hot_codec="zstd:1"))
     p = open_volume(tmp_path / "store")
     yield p
     p.close()
 
 
-def test_cache_never_serves_an_older_version_after_a_chunk_is_completed(parts: Parts) -> None:
+def test_cache_never_serves_an_older_version_after_a_chunk_is_completed(parts: OpenVolume) -> None:
     v = parts.volume
     fh, inode = v.create("/f", 0o644, 0, 0)
     old = os.urandom(3 * CS)
@@ -45,7 +45,7 @@ def test_cache_never_serves_an_older_version_after_a_chunk_is_completed(parts: P
     v.release(fh)
 
 
-def test_reads_see_chunks_in_flight_and_staged(parts: Parts) -> None:
+def test_reads_see_chunks_in_flight_and_staged(parts: OpenVolume) -> None:
     v = parts.volume
     fh, _inode = v.create("/g", 0o644, 0, 0)
     data = os.urandom(64 * CS)
@@ -59,7 +59,7 @@ def test_reads_see_chunks_in_flight_and_staged(parts: Parts) -> None:
 
 
 def test_reads_decoding_outside_the_lock_never_cache_or_return_a_stale_chunk(
-        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+        parts: OpenVolume, monkeypatch: pytest.MonkeyPatch) -> None:
     """Committed chunks are decoded without the file's lock. Slow that decode down so that writes
     and commits land inside it: a reader returns whole versions, never older than the one current
     when it started, and the cache never keeps an old version (the final reads would show it)."""

@@ -11,18 +11,18 @@ from types import ModuleType
 
 import pytest
 
-from thermofs.fs.mount import Parts, open_volume
+from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 
 
 @pytest.fixture
 def operations_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("FUSE_LIBRARY_NAME", "fuse3")  # as the daemon does: mfusepy loads libfuse on import
-    return importlib.import_module("thermofs.fs.operations")
+    return importlib.import_module("thermofs.daemon.operations")
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[Parts]:
+def parts(tmp_path: Path) -> Iterator[OpenVolume]:
     mkfs(tmp_path / "store", StoreConfig(chunk_size=4096))
     p = open_volume(tmp_path / "store")
     yield p
@@ -40,11 +40,11 @@ def errno_of(operations_module: ModuleType, call: Callable[[], object]) -> int:
                                      UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates")],
                          ids=["RuntimeError", "KeyError", "OSError", "UnicodeEncodeError"])
 def test_an_unexpected_exception_answers_eio_and_is_logged_once_with_its_traceback(
-        operations_module: ModuleType, parts: Parts, monkeypatch: pytest.MonkeyPatch,
+        operations_module: ModuleType, parts: OpenVolume, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, failure: Exception) -> None:
     """mfusepy answers EINVAL (the caller's mistake) to anything but an OSError; a failure nobody
     expected is the filesystem's: EIO, and its traceback in the log at ERROR, once."""
-    ops = operations_module.Operations(parts.volume, lambda: {}, lambda conn, config: None)
+    ops = operations_module.Operations(parts.volume, parts.store)
 
     def fail(*args: object, **kwargs: object) -> None:
         raise failure
@@ -61,8 +61,8 @@ def test_an_unexpected_exception_answers_eio_and_is_logged_once_with_its_traceba
 
 
 def test_a_domain_error_answers_its_errno_without_an_error_in_the_log(
-        operations_module: ModuleType, parts: Parts, caplog: pytest.LogCaptureFixture) -> None:
-    ops = operations_module.Operations(parts.volume, lambda: {}, lambda conn, config: None)
+        operations_module: ModuleType, parts: OpenVolume, caplog: pytest.LogCaptureFixture) -> None:
+    ops = operations_module.Operations(parts.volume, parts.store)
     fh, _inode = parts.volume.create("/f", 0o644, 0, 0)
     parts.volume.release(fh)
     with caplog.at_level(logging.DEBUG):

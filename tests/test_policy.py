@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import SHARED
 from thermofs.fs.meta import ChunkEntry, MetaStore
-from thermofs.fs.mount import MountOptions, Parts, open_volume
+from thermofs.daemon.options import MountOptions
+from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.policy.temperature import (DEDUP_SECONDS, PolicyParams, Temp, accessed, decayed, is_cold,
                                          is_reheated, merged, parse_age)
@@ -118,7 +119,7 @@ def test_tracker_batches_and_survives_reopen(tmp_path: Path) -> None:
 # -- the cooler over a real store --------------------------------------------------------------------------
 
 @pytest.fixture
-def vol(tmp_path: Path) -> Iterator[tuple[Parts, Clock]]:
+def vol(tmp_path: Path) -> Iterator[tuple[OpenVolume, Clock]]:
     store = tmp_path / "store"
     mkfs(store, StoreConfig(cold_codec="zstd:19"))
     clock = Clock()
@@ -133,14 +134,14 @@ def _text(n: int, seed: int) -> bytes:
     return b" ".join(rnd.choice(words) for _ in range(n // 5))[:n]
 
 
-def _write(parts: Parts, path: str, data: bytes) -> int:
+def _write(parts: OpenVolume, path: str, data: bytes) -> int:
     fh, inode = parts.volume.create(path, 0o644, UID, GID)
     parts.volume.write(fh, 0, data)
     parts.volume.release(fh)
     return inode.ino
 
 
-def _read(parts: Parts, ino: int) -> bytes:
+def _read(parts: OpenVolume, ino: int) -> bytes:
     fh = parts.volume.open(ino, writable=False)
     try:
         return parts.volume.read(fh, 0, parts.volume.getattr(ino).size)
@@ -148,12 +149,12 @@ def _read(parts: Parts, ino: int) -> bytes:
         parts.volume.release(fh)
 
 
-def _entries(parts: Parts, ino: int) -> dict[int, ChunkEntry]:
+def _entries(parts: OpenVolume, ino: int) -> dict[int, ChunkEntry]:
     with parts.meta.read() as t:
         return dict(t.chunks_of(ino))
 
 
-def test_forced_cooling_recompresses_everything_and_reads_back(vol: tuple[Parts, Clock]) -> None:
+def test_forced_cooling_recompresses_everything_and_reads_back(vol: tuple[OpenVolume, Clock]) -> None:
     parts, _clock = vol
     data = {f"/f{i}": _text(5 * K64 + 1000 * i, i) for i in range(4)}
     inos = {p: _write(parts, p, d) for p, d in data.items()}
@@ -172,7 +173,7 @@ def test_forced_cooling_recompresses_everything_and_reads_back(vol: tuple[Parts,
     assert parts.cooler.cool(older_than=0).cooled == 0
 
 
-def test_policy_cools_only_old_unused_chunks(vol: tuple[Parts, Clock]) -> None:
+def test_policy_cools_only_old_unused_chunks(vol: tuple[OpenVolume, Clock]) -> None:
     parts, clock = vol
     old = _write(parts, "/old", _text(3 * K64, 1))
     clock.now += 400  # past cold_age (300 s)
@@ -190,7 +191,7 @@ def test_policy_cools_only_old_unused_chunks(vol: tuple[Parts, Clock]) -> None:
     assert report.cooled == 6
 
 
-def test_recently_accessed_chunks_stay_hot_with_older_than(vol: tuple[Parts, Clock]) -> None:
+def test_recently_accessed_chunks_stay_hot_with_older_than(vol: tuple[OpenVolume, Clock]) -> None:
     parts, clock = vol
     a = _write(parts, "/a", _text(2 * K64, 1))
     clock.now += 3600
@@ -201,7 +202,7 @@ def test_recently_accessed_chunks_stay_hot_with_older_than(vol: tuple[Parts, Clo
     assert {e.tier for e in _entries(parts, b).values()} == {0}
 
 
-def test_a_rewritten_chunk_keeps_its_new_content(vol: tuple[Parts, Clock]) -> None:
+def test_a_rewritten_chunk_keeps_its_new_content(vol: tuple[OpenVolume, Clock]) -> None:
     """Invariant 3: the swap happens only if the entry is still the one that was recompressed."""
     parts, _clock = vol
     ino = _write(parts, "/f", _text(2 * K64, 1))
@@ -217,7 +218,7 @@ def test_a_rewritten_chunk_keeps_its_new_content(vol: tuple[Parts, Clock]) -> No
     assert parts.volume.counters()["garbage_bytes"] >= garbage
 
 
-def test_incompressible_chunks_only_change_tier(vol: tuple[Parts, Clock]) -> None:
+def test_incompressible_chunks_only_change_tier(vol: tuple[OpenVolume, Clock]) -> None:
     parts, _clock = vol
     data = os.urandom(2 * K64)
     ino = _write(parts, "/r", data)
@@ -231,7 +232,7 @@ def test_incompressible_chunks_only_change_tier(vol: tuple[Parts, Clock]) -> Non
     assert _read(parts, ino) == data
 
 
-def test_readers_during_cooling_see_exact_bytes(vol: tuple[Parts, Clock]) -> None:
+def test_readers_during_cooling_see_exact_bytes(vol: tuple[OpenVolume, Clock]) -> None:
     """The cooler punches out the old frame of a file that is open: readers retry, never EIO."""
     parts, _clock = vol
     data = _text(40 * K64, 9)
@@ -319,7 +320,7 @@ def test_cold_codec_best_trains_dictionaries_and_stores_smaller(tmp_path: Path) 
     assert stored["best"] < 0.95 * stored["zstd:19"], stored
 
 
-def test_temperatures_go_with_their_file(vol: tuple[Parts, Clock]) -> None:
+def test_temperatures_go_with_their_file(vol: tuple[OpenVolume, Clock]) -> None:
     parts, _clock = vol
     ino = _write(parts, "/f", _text(3 * K64, 5))
     parts.tracker.flush()

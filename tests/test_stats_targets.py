@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mount
-from thermofs.fs.mount import mount_source
+from thermofs.daemon.mountinfo import mount_source
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 TEXT = b"the quick brown fox jumps over the lazy dog\n" * 4000

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Mount, require_tool
-from thermofs.fs.mount import mount_source
+from thermofs.daemon.mountinfo import mount_source
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
@@ -316,7 +316,8 @@ def test_a_segment_with_live_frames_is_never_deleted(make_mount: Callable[..., M
 def test_space_is_reclaimed_while_one_open_file_is_overwritten(tmp_path: Path) -> None:
     """fsx's pattern: one file kept open and overwritten over and over. Segments that only hold dead
     frames are deleted while it stays open, in the background, without an unlink or a remount."""
-    from thermofs.fs.mount import MountOptions, open_volume
+    from thermofs.daemon.options import MountOptions
+    from thermofs.daemon.assembly import open_volume
     from thermofs.fs.reclaim import reclaim
     from thermofs.fs.store import StoreConfig, mkfs
 
@@ -411,7 +412,8 @@ def test_a_low_next_inode_number_never_reuses_a_live_inode(tmp_path: Path) -> No
     """next_ino below a live inode (a sealed but wrong counter): new files still get fresh numbers,
     so no old file reads another's bytes."""
     from thermofs.fs.meta import MetaStore
-    from thermofs.fs.mount import MountOptions, open_volume
+    from thermofs.daemon.options import MountOptions
+    from thermofs.daemon.assembly import open_volume
     from thermofs.fs.store import StoreConfig, mkfs
 
     store = tmp_path / "store"

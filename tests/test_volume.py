@@ -18,7 +18,7 @@ from thermofs.codecs.frame import HEADER_SIZE
 from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, InvalidArgument, IsADir, NameTooLong, NoAttr,
                                 NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn
-from thermofs.fs.mount import Parts, open_volume
+from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.fs.volume import MAX_FILE_SIZE, XATTR_CREATE, XATTR_REPLACE, Volume
 
@@ -34,7 +34,7 @@ class Vol:
     """A store opened through open_volume, which a test may close and reopen."""
 
     store: Path
-    parts: Parts
+    parts: OpenVolume
     open_kwargs: dict[str, int] = field(default_factory=dict)
     closed: bool = False
 

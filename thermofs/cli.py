@@ -14,9 +14,10 @@ from typing import TypeVar
 import click
 
 from thermofs.codecs import CodecError
-from thermofs.fs.control import UnusableTarget
+from thermofs.fs.errors import UnusableTarget
 from thermofs.fs.errors import FsError, StoreError
-from thermofs.fs.store import DEFAULT_CHUNK_SIZE, StoreConfig, mkfs, parse_size
+from thermofs.daemon.assembly import make_volume
+from thermofs.fs.store import DEFAULT_CHUNK_SIZE, StoreConfig, parse_size
 from thermofs.policy.temperature import parse_age
 
 # One exit status rule for every command.
@@ -109,7 +110,7 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
     settings = dict(item.partition("=")[::2] for item in policy.split(",") if item)
     config = StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec, policy=settings)
     try:
-        mkfs(store, config)
+        make_volume(store, config)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except (StoreError, CodecError) as e:  # mkfs refuses its arguments: a bad value, a non-empty directory
@@ -137,20 +138,17 @@ def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | No
     Memory stays bounded by cache_size + dirty_size plus a few MiB per encoding thread, whatever the
     file sizes. A store whose previous daemon is still exiting after its unmount is waited for.
     """
-    from thermofs.fs.mount import check_mountpoint, parse_options, run_daemon, run_foreground
+    from thermofs.daemon.mount import check_mountpoint, run_daemon, run_foreground
+    from thermofs.daemon.options import parse_options
     from thermofs.fs.store import read_config
-    from thermofs.tools.offline import lock_store
 
     opts = _check(lambda: parse_options(options))
     _check(lambda: read_config(store))
     _check(lambda: check_mountpoint(mountpoint.resolve(), bool(opts.fuse.get("nonempty"))))
     if foreground:
-        from thermofs.tools.admin import daemon_handlers
-
-        _run(lambda: run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr,
-                                    handlers=daemon_handlers, take_lock=lock_store))
+        _run(lambda: run_foreground(store, mountpoint, opts, log_to_stderr=not no_stderr))
     else:
-        _run(lambda: run_daemon(store, mountpoint, options, take_lock=lock_store))
+        _run(lambda: run_daemon(store, mountpoint, options))
 
 
 @main.command("umount", epilog=EXIT_RULE)
@@ -165,7 +163,7 @@ def umount_cmd(mountpoint: str, timeout: float) -> None:
     volume); once this returns, fsck or a new mount can take the store at once. A busy mount (a file
     open, a shell in it) is left mounted, with fusermount's message.
     """
-    from thermofs.tools.offline import unmount
+    from thermofs.tools.umount import unmount
 
     _run(lambda: unmount(Path(mountpoint), timeout))
 

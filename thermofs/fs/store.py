@@ -26,7 +26,6 @@ from pathlib import Path
 from thermofs.codecs import CodecTable
 from thermofs.fs.errors import MetaError, StoreError
 from thermofs.fs.meta import ROOT_INO, Identity, Inode, MetaDamaged, MetaStore
-from thermofs.policy.temperature import PolicyParams
 
 log = logging.getLogger("thermofs.store")
 
@@ -81,10 +80,6 @@ def validate_config(cfg: StoreConfig) -> None:
     table = CodecTable()
     for spec in (cfg.hot_codec, cfg.cold_codec):
         table.parse(spec)  # raises BadSpec with a clear message
-    try:
-        PolicyParams().with_options(cfg.policy)
-    except ValueError as e:
-        raise StoreError(str(e)) from None
 
 
 def mkfs(store: Path, cfg: StoreConfig) -> StoreConfig:

@@ -17,13 +17,16 @@ from typing import Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from thermofs.fs.control import Handler, Send, Target, UnusableTarget, call
-from thermofs.fs.errors import StoreError
-from thermofs.fs.mount import MountOptions, Parts, mounted_store, open_volume, store_mountpoints
+from thermofs.daemon.assembly import OpenVolume, open_volume
+from thermofs.daemon.control import Target, call
+from thermofs.daemon.handlers import OPERATIONS
+from thermofs.daemon.lock import lock_store
+from thermofs.daemon.mountinfo import mounted_store, store_mountpoints
+from thermofs.daemon.options import MountOptions
+from thermofs.fs.compaction import CompactReport
+from thermofs.fs.errors import StoreError, UnusableTarget
 from thermofs.fs.store import StoreLock, read_config
-from thermofs.tools.compact import MIN_GARBAGE_SHARE, CompactReport
-from thermofs.tools.compact import compact as compact_store
-from thermofs.tools.offline import lock_store
+from thermofs.progress import Progress
 
 
 def target_of(path: Path) -> Target:
@@ -47,7 +50,7 @@ def target_of(path: Path) -> Target:
 
 
 @contextmanager
-def offline(store: Path) -> Iterator[Parts]:
+def offline(store: Path) -> Iterator[OpenVolume]:
     """The parts of an unmounted store, under its lock (a mount meanwhile is refused)."""
     lock = lock_store(store)
     try:
@@ -58,9 +61,6 @@ def offline(store: Path) -> Iterator[Parts]:
             parts.close()
     finally:
         lock.release()
-
-
-Progress = Callable[[int, int], None]
 
 
 @contextmanager
@@ -80,68 +80,6 @@ def progress_bar(desc: str, unit: str = "chunk") -> Iterator[Progress]:
         bar.close()
 
 
-# The admin operations: one body each, run offline on the parts this process opened, or by a mounted
-# volume's daemon on its own parts (``daemon_handlers``). Arguments are JSON values, as they cross
-# the control socket; the result is a JSON object.
-Operation = Callable[[Parts, dict[str, Any], Progress, threading.Event | None], dict[str, Any]]
-
-
-def _cool(parts: Parts, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
-    older = args.get("older_than")
-    return parts.cooler.cool(None if older is None else float(older), progress=progress, stop=stop,
-                             throttle=bool(args.get("throttle"))).as_dict()
-
-
-def _compact(parts: Parts, args: dict[str, Any], progress: Progress,
-             stop: threading.Event | None) -> dict[str, Any]:
-    chunks = parts.volume.chunks
-    return asdict(compact_store(parts.meta, parts.segments, chunks.table, chunks.chunk_size, progress, stop,
-                                float(args.get("min_garbage", MIN_GARBAGE_SHARE))))
-
-
-def _train(parts: Parts, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
-    report = parts.trainer.train(float(args.get("budget", 60.0)), lambda f: progress(int(1000 * f), 1000),
-                                 model=bool(args.get("model", True)))
-    return asdict(report)
-
-
-OPERATIONS: dict[str, Operation] = {"cool": _cool, "compact": _compact, "train": _train}
-
-
-def daemon_handlers(parts: Parts) -> dict[str, Handler]:
-    """What ``thermofs stats|cool|compact|train`` may ask of a mounted volume's daemon."""
-
-    def serve(op: Operation) -> Handler:
-        return lambda args, send: op(parts, args, lambda done, total: send({"done": done, "total": total}), None)
-
-    return {"stats": live_figures(parts), **{name: serve(op) for name, op in OPERATIONS.items()}}
-
-
-def live_figures(parts: Parts) -> Handler:
-    """The daemon's side of ``stats``: live figures, with rates per second since the previous request
-    (at most a minute back) or since the mount, so ``stats --watch`` shows the last second. The
-    answer says which (``rates_since``) and over how long (``rate_span_s``), and carries the policy
-    in force (the store's, with the mount's -o overrides)."""
-    started = time.monotonic()
-    previous: list[tuple[float, dict[str, Any]]] = []  # the sample of the previous request, if any
-
-    def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
-        now, current = time.monotonic(), asdict(parts.volume.live_stats())
-        then, before, since = started, {k: 0 for k in current}, "mount"
-        if previous and 0.2 <= now - previous[0][0] <= 60:
-            (then, before), since = previous[0], "previous request"
-        previous[:] = [(now, current)]
-        span = max(now - then, 1e-3)
-        rates = {f"{k}_per_s": (current[k] - before[k]) / span
-                 for k in ("read_bytes", "write_bytes", "read_ops", "write_ops")}
-        lookups = current["cache_hits"] + current["cache_misses"]
-        return {**current, **rates, "rates_since": since, "rate_span_s": span, "uptime_s": now - started,
-                "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
-                "cooler": parts.cooler.status.as_dict(), "policy": parts.tracker.params.as_dict()}
-
-    return live
-
-
 def _run(target: Target, op: str, args: dict[str, Any], desc: str, unit: str = "chunk",
          show_progress: bool = True, stop: threading.Event | None = None) -> dict[str, Any]:
     """Run an admin operation on the volume of ``target``: by its daemon if mounted, else here."""
@@ -151,8 +89,8 @@ def _run(target: Target, op: str, args: dict[str, Any], desc: str, unit: str = "
             result: dict[str, Any] = call(target.store, op, args,
                                           on_progress=lambda p: report(p["done"], p["total"]))
             return result
-        with offline(target.store) as parts:
-            return OPERATIONS[op](parts, args, report, stop)
+        with offline(target.store) as opened:
+            return OPERATIONS[op](opened, args, report, stop)
 
 
 def cool(target: Target, older_than: float | None, throttle: bool, show_progress: bool) -> dict[str, Any]:

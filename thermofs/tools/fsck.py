@@ -52,7 +52,7 @@ from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore, segment_name
 from thermofs.fs.store import DamagedMetadata, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
-from thermofs.tools.offline import lock_store
+from thermofs.daemon.lock import lock_store
 
 Progress = Callable[[int, int], None]
 

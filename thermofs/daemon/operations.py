@@ -6,19 +6,19 @@ Nothing else lives here: no LMDB, no codecs, no buffering. Permission checks are
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
+from thermofs.daemon.binding import configure_fuse
 from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, MetaError,
                                 NameTooLong, NoAttr, NoSpace, NotADir, NotEmpty, NotFound, NotPermitted,
                                 NotSupported)
@@ -60,19 +60,6 @@ def _errno_of(e: Exception) -> int:
     return errno.EIO
 
 
-def _pin_thread_state(flag: threading.local) -> None:
-    """Keep this libfuse worker thread's Python thread state for good.
-
-    ctypes runs a callback from a thread Python did not start under PyGILState_Ensure/Release: a new
-    thread state per call, destroyed after it. Every request then paid for building one, and
-    everything thread-local was lost between requests (zstd's per-thread contexts were rebuilt for
-    every chunk). One extra Ensure, never released, keeps the state alive while the thread lives.
-    Measured (3,550 getattr calls of a small-file loop): 3,550 fresh thread states before, 4 after.
-    """
-    ctypes.pythonapi.PyGILState_Ensure()
-    flag.on = True
-
-
 def translate(fn: F) -> F:
     """Turn domain errors into FuseOSError and log the ones that mean damage; anything else is EIO
     with its traceback logged here, once (mfusepy would answer EINVAL, the caller's mistake)."""
@@ -105,20 +92,32 @@ def _stat(inode: Inode) -> dict[str, int]:
     }
 
 
+def statfs_of(store: Path, volume: Volume) -> dict[str, int]:
+    """statfs: the store's disk, in 4 KiB blocks; files counted by the volume."""
+    st = os.statvfs(store)
+    scale = st.f_frsize / 4096
+    files = volume.counters().get("files", 0)
+    return {
+        "f_bsize": 4096, "f_frsize": 4096,
+        "f_blocks": int(st.f_blocks * scale), "f_bfree": int(st.f_bfree * scale),
+        "f_bavail": int(st.f_bavail * scale),
+        "f_files": files + st.f_ffree, "f_ffree": st.f_ffree, "f_favail": st.f_favail,
+        "f_namemax": 255,
+    }
+
+
 class Operations(mfusepy.Operations):
     use_ns = True
     # Operations on open handles arrive with path None once the file is unlinked (hard_remove).
     flag_nullpath_ok = True
     flag_nopath = True
 
-    def __init__(self, volume: Volume, statfs: Callable[[], dict[str, int]],
-                 configure: Callable[[Any, Any], None]) -> None:
+    def __init__(self, volume: Volume, store: Path) -> None:
         self.volume = volume
-        self._statfs = statfs
-        self._configure = configure
+        self._store = store
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        self._configure(conn, config)
+        configure_fuse(conn, config)
 
     def destroy(self, path: str) -> None:
         self.volume.close()
@@ -262,7 +261,7 @@ class Operations(mfusepy.Operations):
 
     @translate
     def statfs(self, path: str) -> dict[str, int]:
-        return self._statfs()
+        return statfs_of(self._store, self.volume)
 
     @translate
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
@@ -281,57 +280,3 @@ class Operations(mfusepy.Operations):
     def removexattr(self, path: str, name: str) -> int:
         self.volume.removexattr(self.volume.resolve(path), name)
         return 0
-
-
-class FUSE(mfusepy.FUSE):
-    """mfusepy's FUSE with fix-ups: rename's flags passed through (mfusepy drops them, which would
-    turn RENAME_NOREPLACE into a silent overwrite), file handles passed to truncate/chmod/chown/
-    utimens, a cheaper create, and worker threads that keep their Python thread state (the
-    bench's passthrough uses this class too, so both pay the same for the binding)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._pinned = threading.local()  # set once in each worker thread whose thread state is kept
-        super().__init__(*args, **kwargs)  # runs the FUSE loop until unmounted
-
-    def _wrapper(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Every libfuse callback comes through here (mfusepy looks it up on the instance)."""
-        if not getattr(self._pinned, "on", False):
-            _pin_thread_state(self._pinned)
-        return super()._wrapper(func, *args, **kwargs)
-
-    def _fh(self, fip: Any) -> int | None:
-        return fip.contents.fh if fip else None
-
-    def _path(self, path: bytes | None) -> str | None:
-        return None if path is None else path.decode(self.encoding, self.errors)
-
-    # mfusepy drops the file handle of these; with nullpath_ok an unlinked open file has no path.
-    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
-        return self.operations.truncate(self._path(path), length, self._fh(fip))
-
-    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
-        return self.operations.chmod(self._path(path), mode, self._fh(fip))
-
-    def chown_fuse_3(self, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
-        if ctypes.c_uint32(uid + 1).value == 0:
-            uid = -1
-        if ctypes.c_uint32(gid + 1).value == 0:
-            gid = -1
-        return self.operations.chown(self._path(path), uid, gid, self._fh(fip))
-
-    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
-        times = None
-        if buf:
-            times = (mfusepy.time_of_timespec(buf.contents.actime, use_ns=True),
-                     mfusepy.time_of_timespec(buf.contents.modtime, use_ns=True))
-        return self.operations.utimens(self._path(path), times, self._fh(fip))
-
-    def create(self, path: bytes, mode: int, fip: Any) -> int:
-        # mfusepy inspects the signature of Operations.create on every call (~10% of a create).
-        fi = fip.contents
-        fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
-        return 0
-
-    def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
-        return self.operations.rename(old.decode(self.encoding, self.errors),
-                                      new.decode(self.encoding, self.errors), flags)

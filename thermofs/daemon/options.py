@@ -1,0 +1,65 @@
+"""Mount options: what ``thermofs mount -o`` takes, parsed and checked before anything is mounted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from thermofs.fs.cache import DEFAULT_CACHE_BYTES
+from thermofs.fs.store import parse_size
+from thermofs.fs.volume import DEFAULT_DIRTY_BYTES
+from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL
+from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
+
+# Options thermofs itself takes with -o; everything else must be a FUSE option we pass through.
+OWN_OPTIONS = {"cache_size", "dirty_size", "cool_interval", "cool_budget", "nocool", *POLICY_KEYS}
+FUSE_FLAGS = {"allow_other", "allow_root", "ro", "rw", "noatime", "nodev", "nosuid", "noexec",
+              "auto_unmount", "debug", "nothreads", "kernel_cache", "direct_io", "nonempty"}
+FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "max_read", "subtype",
+               "max_idle_threads", "max_threads"}
+
+
+@dataclass
+class MountOptions:
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    dirty_bytes: int = DEFAULT_DIRTY_BYTES
+    policy: dict[str, str] = field(default_factory=dict)  # overrides the store's policy parameters
+    cool_interval: float = DEFAULT_INTERVAL
+    cool_budget: int = DEFAULT_BUDGET
+    cooler: bool = True
+    fuse: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def readonly(self) -> bool:
+        """-o ro: nothing is written to the store (it may be on read-only media)."""
+        return bool(self.fuse.get("ro"))
+
+
+def parse_options(text: str | None) -> MountOptions:
+    opts = MountOptions()
+    for item in filter(None, (text or "").split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if key == "cache_size" and eq:
+            opts.cache_bytes = parse_size(value)
+        elif key == "dirty_size" and eq:
+            opts.dirty_bytes = parse_size(value)
+        elif key in POLICY_KEYS and eq:
+            opts.policy[key] = value
+        elif key == "cool_interval" and eq:
+            opts.cool_interval = parse_age(value)
+        elif key == "cool_budget" and eq:
+            opts.cool_budget = parse_size(value)
+        elif key == "nocool" and not eq:
+            opts.cooler = False
+        elif key in FUSE_FLAGS and not eq:
+            opts.fuse[key] = True
+        elif key in FUSE_VALUED and eq:
+            opts.fuse[key] = value
+        else:
+            known = ", ".join(sorted(OWN_OPTIONS | FUSE_FLAGS | FUSE_VALUED))
+            raise ValueError(f"unknown or malformed mount option {item!r} (known: {known})")
+    PolicyParams().with_options(opts.policy)  # a bad value fails here, before mounting
+    return opts
+
+

@@ -32,7 +32,7 @@ CS = 4096
 
 def run_compact(parts: OpenVolume, **kwargs: Any) -> CompactReport:
     chunks = parts.volume.chunks
-    return compact(parts.meta, parts.segments, chunks.table, chunks.chunk_size, **kwargs)
+    return compact(parts.meta, chunks, **kwargs)
 
 
 def write(parts: OpenVolume, path: str, data: bytes) -> None:
@@ -233,7 +233,7 @@ elif where == "while-deleting":  # first segment's record forgotten, its file no
     segs.remove = lambda seg: die()
 kw = {"progress": progress} if where == "after-swap" else {}
 ch = parts.volume.chunks
-c.compact(meta, segs, ch.table, ch.chunk_size, min_garbage=0.0, **kw)
+c.compact(meta, ch, min_garbage=0.0, **kw)
 print("finished without being killed")
 """
 

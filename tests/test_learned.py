@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -114,7 +113,6 @@ def test_hostile_payloads(codec: LearnedCodec) -> None:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x10
     hostile.append(bytes(flipped))
-    t0 = time.monotonic()
     for payload in hostile:
         with pytest.raises(CorruptFrame):
             codec.decompress(payload, len(data), 0)
@@ -122,7 +120,6 @@ def test_hostile_payloads(codec: LearnedCodec) -> None:
     for raw_len in (len(data) - 1, len(data) + 1, 1, 0):
         with pytest.raises(CorruptFrame):
             codec.decompress(good, raw_len, 0)
-    assert time.monotonic() - t0 < 60
 
 
 def test_unknown_model_id() -> None:
@@ -162,11 +159,10 @@ def test_trained_model_round_trips_and_default_frames_still_decode() -> None:
     default = LearnedCodec()
     old = default.compress(data, 0)
     progress: list[float] = []
-    t0 = time.monotonic()
-    blob = train_model([_text(3 * CHUNK)], base=None, budget_s=20, progress=progress.append)
-    assert time.monotonic() - t0 < 20 + 5
+    blob = train_model([_text(3 * CHUNK)], base=None, budget_s=20,
+                       progress=lambda done, total: progress.append(done / total)).blob
     assert progress and progress[-1] == 1.0 and progress == sorted(progress)
-    fine = train_model([_text(CHUNK)], base=blob, budget_s=10)
+    fine = train_model([_text(CHUNK)], base=blob, budget_s=10).blob
     store = {5: blob, 6: fine}
     codec = LearnedCodec(store.get)
     for mid in (5, 6):
@@ -198,3 +194,14 @@ def test_in_a_frame() -> None:
         frame, info = encode_frame(data, spec)
         assert info.codec_id == kept
         assert decode_frame(frame, table, CHUNK) == data
+
+
+def test_training_keeps_its_budget_on_its_clock() -> None:
+    """The budget is counted on the clock it is given: with a clock that advances a second at every
+    look, a 20 s budget primes on at most 15 pieces (75% of the budget) of the 40 given, whatever the
+    machine's speed; no wall-clock time is asserted."""
+    ticks = iter(range(10**6))
+    trained = train_model([_text(40 * CHUNK)], base=None, budget_s=20, clock=lambda: float(next(ticks)))
+    assert 0 < trained.stats["primed_bytes"] <= 15 * CHUNK < 40 * CHUNK
+    codec = LearnedCodec({1: trained.blob}.get)
+    assert codec.decompress(codec.compress(_text(CHUNK), 1), CHUNK, 1) == _text(CHUNK)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from thermofs.fs.errors import MetaError
-from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Txn
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Inode, MetaStore, Tier, Txn, chunk_totals
 
 
 @pytest.fixture
@@ -32,17 +32,22 @@ def entry(segment: int = 1, offset: int = 0, frame_len: int = 100, codec_id: int
 
 
 def recomputed_chunk_counters(t: Txn) -> dict[str, int]:
-    """The chunk counters as they must be: recomputed from the chunk map itself."""
+    """The chunk counters as they must be: recomputed from the chunk map itself, chunk by chunk."""
     out: dict[str, int] = {"chunks": 0, "stored_bytes": 0, "hot_chunks": 0, "cold_chunks": 0}
     for inode in t.inodes():
         for _index, e in t.chunks_of(inode.ino):
-            out["chunks"] += 1
-            out["stored_bytes"] += e.frame_len
-            out["cold_chunks" if e.tier else "hot_chunks"] += 1
-            for field, value in (("chunks", 1), ("raw_bytes", e.raw_len), ("stored_bytes", e.frame_len)):
-                key = f"codec/{e.codec_id}/{field}"
-                out[key] = out.get(key, 0) + value
+            for name, value in chunk_totals(e).items():
+                out[name] = out.get(name, 0) + value
     return out
+
+
+def test_the_totals_of_one_chunk() -> None:
+    """The rule every running total of the chunk map follows (put adds these, a replaced or deleted
+    chunk takes them back, fsck recounts with them)."""
+    assert chunk_totals(entry(frame_len=100, codec_id=1, raw_len=4096, tier=Tier.COLD)) == {
+        "chunks": 1, "stored_bytes": 100, "cold_chunks": 1, "codec/1/chunks": 1, "codec/1/raw_bytes": 4096,
+        "codec/1/stored_bytes": 100}
+    assert chunk_totals(entry(frame_len=7, codec_id=0, raw_len=7))["hot_chunks"] == 1
 
 
 def assert_counters_match_map(meta: MetaStore) -> dict[str, int]:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED
-from thermofs.fs.meta import ChunkEntry, MetaStore
+from thermofs.fs.meta import ChunkEntry, MetaStore, Tier
 from thermofs.daemon.options import MountOptions
 from thermofs.daemon.assembly import OpenVolume, open_volume
+from thermofs.fs.relocate import Chunk, relocate
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.policy.temperature import (DEDUP_SECONDS, PolicyParams, Temp, accessed, decayed, is_cold,
                                          is_reheated, merged, parse_age)
@@ -211,8 +212,9 @@ def test_a_rewritten_chunk_keeps_its_new_content(vol: tuple[OpenVolume, Clock]) 
     parts.volume.write(fh, 0, b"N" * K64)
     parts.volume.release(fh)
     garbage = parts.volume.counters().get("garbage_bytes", 0)
-    done = parts.volume.recompress([(ino, i, e) for i, e in stale.items()], parts.cooler._cold, 1)
-    assert done.raced == 1 and done.chunks == 1
+    cold = parts.volume.chunks.table.parse(parts.config.cold_codec)
+    done = relocate(parts.meta, parts.volume.chunks, [Chunk(ino, i, e) for i, e in stale.items()], cold, Tier.COLD)
+    assert done.raced == 1 and done.moved == 1
     assert _read(parts, ino)[:K64] == b"N" * K64
     assert _entries(parts, ino)[0].tier == 0
     assert parts.volume.counters()["garbage_bytes"] >= garbage

@@ -17,7 +17,7 @@ import pytest
 from thermofs.codecs.frame import HEADER_SIZE
 from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, InvalidArgument, IsADir, NameTooLong, NoAttr,
                                 NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn, chunk_totals
 from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.fs.volume import MAX_FILE_SIZE, XATTR_CREATE, XATTR_REPLACE, Volume
@@ -153,16 +153,13 @@ def assert_consistent(vol: Vol) -> dict[str, int]:
                 assert stat.S_ISREG(inode.mode)
                 # A chunk entry never holds bytes past the end of the file, nor more than a chunk.
                 assert 0 < e.raw_len <= min(cs, inode.size - index * cs), (inode, index, e)
-                expected["chunks"] += 1
-                expected["stored_bytes"] += e.frame_len
                 if e.segment == INLINE_SEGMENT:  # small frames live in LMDB, next to their entry
                     frame = t.get_inline(inode.ino, index)
                     assert frame is not None and len(frame) == e.frame_len
                     inline_bytes += e.frame_len
-                expected["cold_chunks" if e.tier else "hot_chunks"] += 1
-                for name, value in (("chunks", 1), ("raw_bytes", e.raw_len), ("stored_bytes", e.frame_len)):
-                    key = f"codec/{e.codec_id}/{name}"
-                    codecs[key] = codecs.get(key, 0) + value
+                for name, value in chunk_totals(e).items():
+                    totals = codecs if name.startswith("codec/") else expected
+                    totals[name] = totals.get(name, 0) + value
         # No chunk map entry belongs to an inode that does not exist.
         with vol.parts.meta.env.begin() as raw_txn:
             owners = {int.from_bytes(k[:8], "big") for k, _ in raw_txn.cursor(db=vol.parts.meta.dbs["chunks"])}

@@ -18,6 +18,7 @@ from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.reclaim import Reclaimer
+from thermofs.fs.recovery import mark_closed, recover
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore
 from thermofs.fs.errors import StoreError
@@ -27,7 +28,8 @@ from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
 from thermofs.policy.cooler import SLOW_DECODERS, Cooler
 from thermofs.policy.temperature import PolicyParams
 from thermofs.policy.tracker import Tracker
-from thermofs.policy.training import ModelTrainer, Progress, Trainer
+from thermofs.policy.training import ModelTrainer, Trainer
+from thermofs.progress import Progress
 
 log = logging.getLogger("thermofs.assembly")
 
@@ -52,8 +54,10 @@ class OpenVolume:
         its hints into damaged metadata) is logged and the others still close; the first failure
         is raised at the end."""
         failed: Exception | None = None
-        for step in (self.cooler.stop, self.reclaimer.stop, self.volume.close, self.tracker.flush,
-                     self.pool.shutdown, self.segments.close, self.meta.close):
+        for step in (self.cooler.stop, self.reclaimer.stop, self.volume.close, self._mark_closed,
+                     self.tracker.flush, self.pool.shutdown, self.segments.close, self.meta.close):
+            if step == self._mark_closed and failed is not None:
+                continue  # not cleanly closed: the next open recovers
             try:
                 step()
             except Exception as e:
@@ -61,6 +65,10 @@ class OpenVolume:
                 failed = failed or e
         if failed is not None:
             raise failed
+
+    def _mark_closed(self) -> None:
+        if not self.meta.readonly:
+            mark_closed(self.meta)
 
 
 def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes: int = DEFAULT_DIRTY_BYTES,
@@ -94,11 +102,11 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker,
                     reclaimer)
     if not readonly:
-        volume.recover()
+        recover(meta, segments)  # the explicit, logged step after a crash (fs/recovery.py)
     slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
     trainer = Trainer(meta, chunks, resources, model_trainer(table))
     cold = table.parse(config.cold_codec)
-    cooler = Cooler(volume, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,
+    cooler = Cooler(chunks, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,
                     prepare=trainer.ensure_dictionaries if uses_dictionaries(cold) else None)
     return OpenVolume(store, config, meta, segments, pool, volume, tracker, cooler, trainer, reclaimer)
 
@@ -117,7 +125,7 @@ def model_trainer(table: CodecTable) -> ModelTrainer | None:
         # numba and torch load only to train: importing the trainer at mount took 0.2-0.3 s.
         from thermofs.codecs.learned.train import train_model
 
-        return train_model(samples, base, budget, progress)
+        return train_model(samples, base, budget, progress).blob
 
     return train
 

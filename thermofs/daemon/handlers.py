@@ -30,14 +30,12 @@ def _cool(opened: OpenVolume, args: dict[str, Any], progress: Progress, stop: th
 
 def _compact(opened: OpenVolume, args: dict[str, Any], progress: Progress,
              stop: threading.Event | None) -> dict[str, Any]:
-    chunks = opened.volume.chunks
-    return asdict(compact_store(opened.meta, opened.segments, chunks.table, chunks.chunk_size, progress, stop,
+    return asdict(compact_store(opened.meta, opened.volume.chunks, progress, stop,
                                 float(args.get("min_garbage", MIN_GARBAGE_SHARE))))
 
 
 def _train(opened: OpenVolume, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
-    report = opened.trainer.train(float(args.get("budget", 60.0)), lambda f: progress(int(1000 * f), 1000),
-                                 model=bool(args.get("model", True)))
+    report = opened.trainer.train(float(args.get("budget", 60.0)), progress, model=bool(args.get("model", True)))
     return asdict(report)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, FrameInfo, decode_frame, encode_parts
 from thermofs.fs.errors import CorruptChunk
-from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry
+from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, Tier
 from thermofs.fs.segments import SegmentStore
 
 Buffer = bytes | bytearray | memoryview
@@ -21,8 +21,8 @@ def _all_zero(raw: Buffer) -> bool:
     return not len(raw) or (raw[0] == 0 and raw[-1] == 0 and bytes(raw).count(0) == len(raw))
 
 
-def _entry(segment: int, offset: int, info: FrameInfo, tier: int = 0) -> ChunkEntry:
-    """The chunk map entry of a new frame at ``segment``/``offset`` (tier 0 hot, 1 cold)."""
+def _entry(segment: int, offset: int, info: FrameInfo, tier: Tier = Tier.HOT) -> ChunkEntry:
+    """The chunk map entry of a new frame at ``segment``/``offset``."""
     return ChunkEntry(segment, offset, info.frame_len, info.codec_id, info.param, info.raw_len,
                       info.checksum, tier)
 
@@ -68,14 +68,14 @@ class ChunkStore:
         all-zero chunk."""
         if _all_zero(raw):
             return None, None
-        return self.place([encode_parts(raw, self.hot)], 0)[0]
+        return self.place([encode_parts(raw, self.hot)], Tier.HOT)[0]
 
     @staticmethod
     def encode(raw: Buffer, spec: CodecSpec) -> Encoded:
         """Encode one chunk with ``spec`` (the cooler's cold codec, or the hot one to promote)."""
         return encode_parts(raw, spec)
 
-    def place(self, encoded: Sequence[Encoded], tier: int) -> list[tuple[ChunkEntry, bytes | None]]:
+    def place(self, encoded: Sequence[Encoded], tier: Tier) -> list[tuple[ChunkEntry, bytes | None]]:
         """Store encoded chunks: small frames inline (returned with their frame), the others
         appended with one writev (not yet synced)."""
         big = [(head, body) for head, body, info in encoded if info.frame_len > INLINE_MAX]
@@ -91,6 +91,12 @@ class ChunkStore:
     def read(self, entry: ChunkEntry, inline: bytes | None = None) -> bytes:
         """Read and verify one chunk (an inline one from its ``inline`` frame); any mismatch with
         its map entry is CorruptChunk (EIO)."""
+        return self.read_frame(entry, inline)[1]
+
+    def read_frame(self, entry: ChunkEntry, inline: bytes | None = None) -> tuple[bytes, bytes]:
+        """(frame, raw bytes) of one chunk, the frame read from its segment (or ``inline``) and
+        verified against its map entry (invariant 5): the one way every reader, fsck and compaction
+        read a frame. CorruptChunk for any mismatch."""
         check_lengths(entry, self.chunk_size)
         if entry.segment == INLINE_SEGMENT:
             if inline is None or len(inline) != entry.frame_len:
@@ -98,7 +104,7 @@ class ChunkStore:
             frame = inline
         else:
             frame = self.segments.read(entry.segment, entry.offset, entry.frame_len)
-        return verify_frame(entry, frame, self.table, self.chunk_size)
+        return frame, verify_frame(entry, frame, self.table, self.chunk_size)
 
 
 def check_lengths(entry: ChunkEntry, chunk_size: int) -> None:

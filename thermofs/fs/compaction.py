@@ -5,9 +5,9 @@ The core, ``compact()``, runs offline (the CLI opens the volume) or inside the m
 thread next to FUSE writers that share the same MetaStore and SegmentStore. It is safe there because:
 
 - it never touches segments from the active one on: writers append there;
-- a copy is appended and synced before the transaction that points at it (invariant 1), and that
-  transaction swaps a pointer only if the chunk still has the entry that was copied (invariant 3);
-  otherwise the copy is garbage;
+- copies are made by fs/relocate.py: appended and synced before the transaction that points at them
+  (invariant 1), which swaps a pointer only if the chunk still has the entry that was copied
+  (invariant 3); otherwise the copy is garbage;
 - frames that nothing points at count as garbage only in segments written before this process opened
   the store: in its own segments such a frame may belong to a file whose commit is still to come, so
   there only the garbage records count;
@@ -21,15 +21,15 @@ uncommitted copy is a frame nothing points at, which the next compaction reclaim
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from thermofs.codecs import CodecTable
-from thermofs.fs.chunkstore import check_lengths, verify_frame
-from thermofs.fs.errors import CorruptChunk, StoreError
-from thermofs.fs.meta import ChunkEntry, MetaStore
-from thermofs.fs.reclaim import reclaim
-from thermofs.fs.segments import SegmentStore, segment_name
+from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.errors import StoreError
+from thermofs.fs.meta import MetaStore
+from thermofs.fs.reclaim import reclaim, recount_garbage
+from thermofs.fs.relocate import Chunk, relocate
+from thermofs.fs.segments import SegmentStore
+from thermofs.progress import Progress
 
 # A segment is rewritten once at least this share of it is dead. Rewriting costs its live bytes in
 # reads and writes; at 25% dead, one byte reclaimed costs three bytes copied, the usual break-even of
@@ -40,7 +40,6 @@ BATCH_BYTES = 8 << 20
 # Segments whose entries are gathered per scan of the chunk map: bounds memory on a huge store.
 SEGMENTS_PER_ROUND = 64
 
-Progress = Callable[[int, int], None]
 
 class CompactBusy(StoreError):
     """A compaction of this volume is already running."""
@@ -63,56 +62,39 @@ class CompactReport:
     interrupted: bool = False
 
 
-@dataclass(frozen=True)
-class _Live:
-    ino: int
-    index: int
-    entry: ChunkEntry
-
-
 def _live_bytes(meta: MetaStore) -> tuple[dict[int, int], dict[int, int]]:
     """(live bytes per segment from the chunk map, garbage records), from one snapshot."""
     with meta.read() as t:
         return t.live_bytes_by_segment(), t.garbage_by_segment()
 
 
-def compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,
-            progress: Progress | None = None, stop: threading.Event | None = None,
-            min_garbage: float = MIN_GARBAGE_SHARE) -> CompactReport:
+def compact(meta: MetaStore, chunks: ChunkStore, progress: Progress | None = None,
+            stop: threading.Event | None = None, min_garbage: float = MIN_GARBAGE_SHARE) -> CompactReport:
     """Rewrite the segments whose dead share is at least ``min_garbage`` and delete those left
     without a live frame. ``progress(done, total)`` is called with bytes copied; a set ``stop``
     ends the run after the current batch (the report says ``interrupted``)."""
     # One compaction per volume at a time (the daemon might be asked twice): two would copy the same
     # frames and one of each pair of copies would only be garbage.
+    segments = chunks.segments
     if not segments.compaction.acquire(blocking=False):
         raise CompactBusy("a compaction of this volume is already running")
     try:
-        return _compact(meta, segments, table, chunk_size, progress, stop, min_garbage)
+        return _compact(meta, chunks, progress, stop, min_garbage)
     finally:
         segments.compaction.release()
 
 
-def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,
-             progress: Progress | None, stop: threading.Event | None, min_garbage: float) -> CompactReport:
+def _compact(meta: MetaStore, chunks: ChunkStore, progress: Progress | None, stop: threading.Event | None,
+             min_garbage: float) -> CompactReport:
     report = CompactReport()
+    segments = chunks.segments
     # Writers append from the active segment on; frames in segments from first_id on may still
-    # wait for their commit.
+    # wait for their commit, so only older ones are recounted.
     boundary, own_from = segments.active_id, segments.first_id
     sizes = {seg: segments.frame_bytes(seg) for seg in segments.segment_ids() if seg < boundary}
     report.segments_seen = len(sizes)
+    report.unaccounted_bytes = recount_garbage(meta, segments, [seg for seg in sizes if seg < own_from])
     live, garbage = _live_bytes(meta)
-
-    # Account what a crash left behind. The correction holds even if writers overwrote chunks since
-    # the snapshot: an overwrite moves a frame's bytes from live to garbage, leaving the sum alone.
-    unaccounted = {seg: size - live.get(seg, 0) - garbage.get(seg, 0) for seg, size in sizes.items()
-                   if seg < own_from}
-    unaccounted = {seg: n for seg, n in unaccounted.items() if n > 0}
-    if unaccounted:
-        with meta.write() as t:
-            for seg, n in unaccounted.items():
-                t.adjust_garbage(seg, n)
-                garbage[seg] = garbage.get(seg, 0) + n
-        report.unaccounted_bytes = sum(unaccounted.values())
 
     chosen = [seg for seg, size in sorted(sizes.items())
               if live.get(seg, 0) and 0 < garbage.get(seg, 0) >= min_garbage * size]
@@ -123,15 +105,15 @@ def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_s
     for start in range(0, len(chosen), SEGMENTS_PER_ROUND):
         group = set(chosen[start:start + SEGMENTS_PER_ROUND])
         with meta.read() as t:
-            todo = sorted((_Live(ino, index, e) for ino, index, e, _inline in t.all_chunks()
+            todo = sorted((Chunk(ino, index, e) for ino, index, e, _inline in t.all_chunks()
                            if e.segment in group), key=lambda c: (c.entry.segment, c.entry.offset))
-        batch: list[_Live] = []
+        batch: list[Chunk] = []
         batch_bytes = 0
         for item in todo:
             batch.append(item)
             batch_bytes += item.entry.frame_len
             if batch_bytes >= BATCH_BYTES:
-                done += _move(meta, segments, table, chunk_size, batch, report)
+                done += _move(meta, chunks, batch, report)
                 batch, batch_bytes = [], 0
                 if progress is not None:
                     progress(done, total)
@@ -141,7 +123,7 @@ def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_s
         if report.interrupted:
             break
         if batch:
-            done += _move(meta, segments, table, chunk_size, batch, report)
+            done += _move(meta, chunks, batch, report)
             if progress is not None:
                 progress(done, total)
         report.segments_rewritten += len(group)
@@ -152,37 +134,13 @@ def _compact(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_s
     return report
 
 
-def _move(meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,
-          batch: list[_Live], report: CompactReport) -> int:
-    """Copy one batch of live frames to the active segment, sync, swap the pointers; bytes done."""
-    frames: list[bytes] = []
-    moving: list[_Live] = []
-    for item in batch:
-        e = item.entry
-        try:
-            check_lengths(e, chunk_size)
-            frame = segments.read(e.segment, e.offset, e.frame_len)
-            verify_frame(e, frame, table, chunk_size)  # never spread a damaged frame (invariant 5)
-        except CorruptChunk as err:
-            # Possibly only stale: the chunk may have been rewritten and its old frame punched out
-            # since the scan. The swap below would skip it anyway; a real corruption stays put.
-            with meta.read() as t:
-                if t.get_chunk(item.ino, item.index) == e:
-                    report.corrupt.append(f"inode {item.ino} chunk {item.index} "
-                                          f"({segment_name(e.segment)} at {e.offset}): {err}")
-            continue
-        frames.append(frame)
-        moving.append(item)
-    if frames:
-        places = segments.append(frames)
-        segments.sync()  # data before pointer (invariant 1)
-        with meta.write() as t:
-            for item, (seg, off) in zip(moving, places):
-                if t.swap_chunk(item.ino, item.index, item.entry, replace(item.entry, segment=seg, offset=off)):
-                    report.frames_moved += 1
-                    report.bytes_moved += item.entry.frame_len
-                else:
-                    report.frames_superseded += 1
+def _move(meta: MetaStore, chunks: ChunkStore, batch: list[Chunk], report: CompactReport) -> int:
+    """Copy one batch of live frames to the active segment (fs/relocate.py); bytes done."""
+    moved = relocate(meta, chunks, batch, recode=None)
+    report.frames_moved += moved.moved
+    report.bytes_moved += moved.bytes_moved
+    report.frames_superseded += moved.raced
+    report.corrupt += moved.damaged
     return sum(item.entry.frame_len for item in batch)
 
 

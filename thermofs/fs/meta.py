@@ -50,6 +50,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple, cast
 
@@ -131,6 +132,13 @@ class Inode(NamedTuple):
         return self._replace(**changes)
 
 
+class Tier(IntEnum):
+    """Which codec a chunk is in: the hot (fast) one, or the cold (strongest) one the cooler chose."""
+
+    HOT = 0
+    COLD = 1
+
+
 @dataclass(frozen=True)
 class ChunkEntry:
     segment: int
@@ -140,7 +148,7 @@ class ChunkEntry:
     param: int
     raw_len: int
     checksum: int
-    tier: int = 0
+    tier: Tier = Tier.HOT
 
     def pack(self) -> bytes:
         return CHUNK.pack(self.segment, self.offset, self.frame_len, self.codec_id, self.param,
@@ -148,7 +156,18 @@ class ChunkEntry:
 
     @classmethod
     def unpack(cls, raw: bytes) -> ChunkEntry:
-        return cls(*CHUNK.unpack_from(raw))
+        *fields, tier = CHUNK.unpack_from(raw)
+        return cls(*fields, Tier(tier))  # ValueError for a tier no chunk has: see _chunk
+
+
+def chunk_totals(entry: ChunkEntry) -> dict[str, int]:
+    """The running totals one chunk adds to (and takes from when it goes): the one rule the chunk map,
+    fsck's recount and the tests share."""
+    return {"chunks": 1, "stored_bytes": entry.frame_len,
+            "cold_chunks" if entry.tier == Tier.COLD else "hot_chunks": 1,
+            _codec_counter(entry.codec_id, "chunks"): 1,
+            _codec_counter(entry.codec_id, "raw_bytes"): entry.raw_len,
+            _codec_counter(entry.codec_id, "stored_bytes"): entry.frame_len}
 
 
 @dataclass(frozen=True)
@@ -456,12 +475,8 @@ class Txn:
             self._count(ino, 1)
         else:
             self._forget_stored(key, old)
-        self.bump("chunks", 1)
-        self.bump("stored_bytes", entry.frame_len)
-        self.bump("cold_chunks" if entry.tier else "hot_chunks", 1)
-        self.bump(_codec_counter(entry.codec_id, "chunks"), 1)
-        self.bump(_codec_counter(entry.codec_id, "raw_bytes"), entry.raw_len)
-        self.bump(_codec_counter(entry.codec_id, "stored_bytes"), entry.frame_len)
+        for name, value in chunk_totals(entry).items():
+            self.bump(name, value)
 
     def delete_chunk(self, ino: int, index: int) -> None:
         key = _chunk_key(ino, index)
@@ -485,12 +500,8 @@ class Txn:
         self._forget_chunk(entry)
 
     def _forget_chunk(self, entry: ChunkEntry) -> None:
-        self.bump("chunks", -1)
-        self.bump("stored_bytes", -entry.frame_len)
-        self.bump("cold_chunks" if entry.tier else "hot_chunks", -1)
-        self.bump(_codec_counter(entry.codec_id, "chunks"), -1)
-        self.bump(_codec_counter(entry.codec_id, "raw_bytes"), -entry.raw_len)
-        self.bump(_codec_counter(entry.codec_id, "stored_bytes"), -entry.frame_len)
+        for name, value in chunk_totals(entry).items():
+            self.bump(name, -value)
         if entry.segment != INLINE_SEGMENT:  # an inline frame goes with its LMDB value
             self.add_garbage(entry)
 
@@ -616,8 +627,8 @@ class Txn:
             return False
         if dataclasses.replace(new, tier=old.tier) == old:
             self._put(key, new.pack() + (inline or b""), "chunks")
-            self.bump("cold_chunks" if old.tier else "hot_chunks", -1)
-            self.bump("cold_chunks" if new.tier else "hot_chunks", 1)
+            self.bump("cold_chunks" if old.tier == Tier.COLD else "hot_chunks", -1)
+            self.bump("cold_chunks" if new.tier == Tier.COLD else "hot_chunks", 1)
         else:
             self.put_chunk(ino, index, new, frame)
         return True
@@ -749,7 +760,10 @@ class Txn:
 def _chunk(key: bytes, raw: bytes) -> tuple[ChunkEntry, bytes | None]:
     if len(key) != 16 or len(raw) < CHUNK.size:
         raise CorruptRecord("chunks", key, "wrong key or value length")
-    entry = ChunkEntry.unpack(raw)
+    try:
+        entry = ChunkEntry.unpack(raw)
+    except ValueError:
+        raise CorruptRecord("chunks", key, "unknown tier") from None
     inline = raw[CHUNK.size:] if len(raw) > CHUNK.size else None
     if (entry.segment == INLINE_SEGMENT) != (inline is not None):
         raise CorruptRecord("chunks", key, "inline frame without an inline entry, or the reverse")

@@ -27,8 +27,9 @@ from typing import Protocol
 
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import CorruptChunk, NotFound
-from thermofs.fs.meta import INLINE_SEGMENT, U64, ChunkEntry, Inode, MetaStore, Txn
+from thermofs.fs.errors import CorruptChunk
+from thermofs.fs.meta import INLINE_SEGMENT, U64, ChunkEntry, Inode, MetaStore
+from thermofs.fs.namespace import link_new_inode
 
 # Staged entries committed at the latest after this many chunks (1 GiB at 64 KiB chunks): bounds the
 # memory of the staged map and the work a crash can undo for a file written without fsync.
@@ -60,14 +61,14 @@ class WriteBudget:
 Buffer = bytes | bytearray | memoryview
 
 
-class BirthCount:
+class CreateCommits:
     """How many created files have reached LMDB with their first commit.
 
-    Until then a new file is known only to the volume's table of deferred creates; afterwards only
+    Until then a new file is known only to the volume's table of pending creates; afterwards only
     to LMDB. A lookup whose snapshot predates the commit, and which looks at the table once the file
     has left it, sees the file in neither: it reads again if this count moved meanwhile. Advanced
-    after the commit and before the file counts as born or leaves the table, so such a lookup always
-    sees it move."""
+    after the commit and before the file counts as in LMDB or leaves the table, so such a lookup
+    always sees it move."""
 
     def __init__(self) -> None:
         self.value = 0
@@ -79,26 +80,12 @@ class BirthCount:
 
 
 @dataclass(frozen=True)
-class Birth:
-    """A created file that is not in LMDB yet: where its first commit links it."""
+class PendingCreate:
+    """A file created by this mount and not in LMDB yet: where its first commit links it."""
 
     parent: int
     name: bytes
     inode: Inode
-
-
-def link_new_inode(t: Txn, parent_ino: int, name: bytes, inode: Inode) -> None:
-    """Write a new inode, its directory entry and the parent's new times and link count."""
-    parent = t.get_inode(parent_ino)
-    if parent is None:
-        raise NotFound(f"parent directory {parent_ino} of a new file is gone")
-    is_dir = stat.S_ISDIR(inode.mode)
-    t.put_inode(inode)
-    t.put_dirent(parent_ino, name, inode.ino, inode.mode)
-    t.put_inode(parent.evolve(mtime=inode.mtime, ctime=inode.mtime,
-                              nlink=parent.nlink + (1 if is_dir else 0)))
-    if not is_dir:
-        t.bump("files", 1)
 
 
 def _in_segments(entries: Iterable[ChunkEntry | None]) -> list[ChunkEntry]:
@@ -119,19 +106,19 @@ class OpenFile:
     """One inode while it is open. Every method takes the file's lock."""
 
     def __init__(self, inode: Inode, chunks: ChunkStore, meta: MetaStore, cache: ChunkCache,
-                 budget: WriteBudget, pool: ThreadPoolExecutor, birth: Birth | None = None,
-                 observer: AccessObserver | None = None, births: BirthCount | None = None) -> None:
+                 budget: WriteBudget, pool: ThreadPoolExecutor, created: PendingCreate | None = None,
+                 observer: AccessObserver | None = None, commits: CreateCommits | None = None) -> None:
         self.ino = inode.ino
-        self.birth = birth  # set until the first commit puts the new file into LMDB
-        self.born = birth is None
-        self._births = births
+        self.created = created  # how this mount created the file, if it did (never changes)
+        self._in_lmdb = created is None  # until its first commit, a created file is in LMDB nowhere
+        self._commits = commits
         self.kind = stat.S_IFMT(inode.mode)
         self.size = inode.size
         self.mtime = inode.mtime
         self.ctime = inode.ctime
-        self.opens = 0
-        self.unlinked = False  # its last name went while open: destroyed at the last release
-        self.hidden = False  # libfuse renamed it to a hidden name: the volume drops that at the last release
+        self._handles = 0
+        self._unlinked = False  # its last name went while open: destroyed at the last release
+        self._hidden = False  # libfuse renamed it to a hidden name: the volume drops that at the last release
         # chmod/chown/utimens of an open file: committed with its data (cp -a sets them on the open
         # file just before close: one synchronous commit instead of four).
         self.attrs: dict[str, int] = {}
@@ -158,6 +145,40 @@ class OpenFile:
         self._generation = 0
         self._observer = observer
         self._holes_verified = False  # see _read_committed
+
+    # -- its handles and its names (the volume's open-file table asks) -------------------------------
+    def add_handle(self) -> None:
+        self._handles += 1
+
+    def drop_handle(self) -> bool:
+        """One handle fewer; True if it was the last."""
+        self._handles -= 1
+        return self._handles == 0
+
+    @property
+    def handles(self) -> int:
+        return self._handles
+
+    def mark_unlinked(self) -> None:
+        """Its last name went while it is open: the volume destroys it at the last release."""
+        self._unlinked = True
+
+    @property
+    def unlinked(self) -> bool:
+        return self._unlinked
+
+    def mark_hidden(self) -> None:
+        """libfuse renamed it to a hidden name: the volume drops that name at the last release."""
+        self._hidden = True
+
+    @property
+    def hidden(self) -> bool:
+        return self._hidden
+
+    @property
+    def in_lmdb(self) -> bool:
+        """Has the file reached LMDB (a created one: with its first commit)?"""
+        return self._in_lmdb
 
     # -- attributes ---------------------------------------------------------------------------------
     def overlay(self, inode: Inode) -> Inode:
@@ -206,7 +227,7 @@ class OpenFile:
                 while pos < end:
                     index, within = divmod(pos, cs)
                     n = min(cs - within, end - pos)
-                    held = self._held_chunk(index)
+                    held = self._chunk_at_hand(index)
                     plan.append((index, within, n, None if held is None else held[within:within + n]))
                     pos += n
                 generation = self._generation
@@ -229,14 +250,14 @@ class OpenFile:
 
     def _chunk(self, index: int) -> Buffer:
         """Current content of one chunk (possibly shorter than the chunk size; b"" for a hole)."""
-        data = self._held_chunk(index)
+        data = self._chunk_at_hand(index)
         if data is None:
             data = self._read_committed(index)
             if data:
                 self._cache.put((self.ino, index), data)
         return data
 
-    def _held_chunk(self, index: int) -> Buffer | None:
+    def _chunk_at_hand(self, index: int) -> Buffer | None:
         """One chunk's content if this file or the cache holds it (caller holds the lock); None
         if it must be read from LMDB."""
         buf = self._dirty.get(index)
@@ -433,7 +454,7 @@ class OpenFile:
     def commit(self, drop_from: int | None = None) -> None:
         """Encode every buffered chunk, sync the segments, commit entries and attributes at once."""
         with self.lock:
-            if not self.buffered and drop_from is None and self.born:
+            if not self.buffered and drop_from is None and self._in_lmdb:
                 return
             self._generation += 1
             if self._drop_from is not None:
@@ -457,9 +478,9 @@ class OpenFile:
             linked = False
             with self._meta.write() as t:
                 inode = t.get_inode(self.ino)
-                if inode is None and self.birth is not None:
-                    link_new_inode(t, self.birth.parent, self.birth.name, self.birth.inode)
-                    inode = self.birth.inode
+                if inode is None and self.created is not None and not self._in_lmdb:
+                    link_new_inode(t, self.created.parent, self.created.name, self.created.inode)
+                    inode = self.created.inode
                     linked = True
                 if inode is None:
                     for entry in _in_segments([*self._staged.values(), *self._superseded]):
@@ -477,15 +498,15 @@ class OpenFile:
                     if stat.S_ISREG(inode.mode) and inode.nlink > 0:
                         t.bump("logical_bytes", self.size - inode.size)
                     t.put_inode(self.overlay(inode))
-            if linked and self._births is not None:
-                self._births.advance()
+            if linked and self._commits is not None:
+                self._commits.advance()
             self._staged.clear()
             self._inline.clear()
             self._superseded.clear()
             self._drop_from = None
             self.attrs.clear()
             self.attr_dirty = False
-            self.born = True
+            self._in_lmdb = True
 
     def discard(self) -> None:
         """Drop whatever could not be committed (the last close after a failed flush); the frames

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from thermofs.fs.errors import MetaError
@@ -88,6 +89,25 @@ def reclaim(meta: MetaStore, segments: SegmentStore, stop: threading.Event | Non
     if report.removed:
         log.info("deleted %d dead segments (%d bytes)", len(report.removed), report.bytes_removed)
     return report
+
+
+def recount_garbage(meta: MetaStore, segments: SegmentStore, which: Iterable[int], lower: bool = False) -> int:
+    """Account the frames of segments ``which`` that no entry points at and no garbage record knows
+    (appended, then lost to a crash before their commit): each segment's garbage becomes its frame
+    bytes minus its live frames. The correction is taken from one snapshot and added as a delta, so
+    it holds even if writers overwrote chunks since (an overwrite moves a frame's bytes from live to
+    garbage, leaving the sum alone); a record above the recount is lowered only with ``lower`` (after
+    a crash, before the volume serves). Returns the bytes added; CorruptRecord if a chunk record is
+    damaged (nothing is changed then)."""
+    with meta.read() as t:
+        live, records = t.live_bytes_by_segment(), t.garbage_by_segment()
+    deltas = {seg: segments.frame_bytes(seg) - live.get(seg, 0) - records.get(seg, 0) for seg in which}
+    deltas = {seg: delta for seg, delta in deltas.items() if delta > 0 or (lower and delta < 0)}
+    if deltas:
+        with meta.write() as t:
+            for seg, delta in deltas.items():
+                t.adjust_garbage(seg, max(delta, -records.get(seg, 0)))
+    return sum(delta for delta in deltas.values() if delta > 0)
 
 
 class Reclaimer:

@@ -23,14 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from thermofs.codecs import CodecSpec
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, NameTooLong,
                                 NoAttr, NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
 from thermofs.fs.meta import (INLINE_SEGMENT, ROOT_INO, U64, ChunkEntry, CorruptRecord, Damaged, Inode, MetaStore,
                               Txn)
-from thermofs.fs.openfile import AccessObserver, Birth, BirthCount, OpenFile, WriteBudget, link_new_inode
+from thermofs.fs.namespace import destroy, drop_link, link_new_inode
+from thermofs.fs.openfile import AccessObserver, CreateCommits, OpenFile, PendingCreate, WriteBudget
 
 log = logging.getLogger("thermofs.volume")
 
@@ -49,16 +49,6 @@ DEFAULT_DIRTY_BYTES = 64 << 20
 INO_BLOCK = 1024
 
 T = TypeVar("T")
-
-
-@dataclass
-class Recoded:
-    """What one recompress() call did."""
-
-    chunks: int = 0  # chunks now pointing at the new encoding (or just at the new tier)
-    bytes_saved: int = 0
-    raced: int = 0  # rewritten or moved meanwhile: left as they are
-    damaged: int = 0  # failed verification: left for fsck
 
 
 @dataclass(frozen=True)
@@ -106,7 +96,7 @@ class Volume:
     def __init__(self, meta: MetaStore, chunks: ChunkStore, cache: ChunkCache, pool: ThreadPoolExecutor,
                  dirty_limit: int = DEFAULT_DIRTY_BYTES, observer: AccessObserver | None = None,
                  space: SpaceWatcher | None = None) -> None:
-        """Writes nothing: recover() is the explicit step that brings a store back after a crash."""
+        """Writes nothing: recovery after a crash is an explicit step of the assembly (fs/recovery.py)."""
         self.meta = meta
         self._space = space
         self._observer = observer
@@ -127,28 +117,27 @@ class Volume:
         # synchronous commit per small file instead of two. Every other namespace change first
         # settles these (commits them), under _ns_lock, so LMDB alone decides it.
         self._creating: dict[tuple[int, bytes], OpenFile] = {}
-        self._births = BirthCount()  # advanced when one of them reaches LMDB (see _read)
+        self._commits = CreateCommits()  # advanced when one of them reaches LMDB (see _read)
         self._ns_lock = threading.RLock()
         # Inode numbers are reserved from LMDB in blocks, so a deferred create needs no commit.
         self._ino_next = self._ino_limit = 0
         # Directories whose entries were all verified and counted this mount (invariant 6): a name
         # not found in them is truly absent. Only grows: every change keeps the counts.
         self._complete_dirs: set[int] = set()
-        self._recovered = False
 
     # -- paths --------------------------------------------------------------------------------------
     def _read(self, lookup: Callable[[Txn], T]) -> T:
         """Run a lookup in a read transaction. A created file leaves the table of deferred creates
-        (or counts as born) only after its first commit, which advances the birth count first: a
+        (or counts as in LMDB) only after its first commit, which advances the commit count first: a
         lookup that missed while the count moved may hold a snapshot older than that commit, so it
         reads again (a create answered ENOENT for the file it had just made)."""
         while True:
-            births = self._births.value
+            commits = self._commits.value
             with self.meta.read() as t:
                 try:
                     return lookup(t)
                 except (NotFound, NotADir):
-                    if self._births.value == births:
+                    if self._commits.value == commits:
                         raise
 
     def resolve(self, path: str) -> int:
@@ -164,7 +153,7 @@ class Volume:
             named = child is not None
             if child is None:
                 pending = self._creating.get((ino, part))
-                if pending is None or pending.born:
+                if pending is None or pending.in_lmdb:
                     # Only directories have entries: which error is right needs the inode, but
                     # only on this path (getattr, the most frequent request, resolves every call).
                     # No name over NAME_MAX is ever stored, so its check waits for the miss too.
@@ -206,23 +195,23 @@ class Volume:
         inode = t.get_inode(ino)
         if inode is None:
             f = self._files.get(ino)
-            if f is None or f.birth is None or f.born:
+            if f is None or f.created is None or f.in_lmdb:
                 raise NotFound(f"inode {ino}")
-            return f.birth.inode
+            return f.created.inode
         return inode
 
     @contextmanager
     def _mutate(self) -> Iterator[Txn]:
         """One namespace change: settle deferred creates, then one LMDB write transaction."""
         with self._ns_lock:
-            self._settle()
+            self._commit_pending_creates()
             with self.meta.write() as t:
                 yield t
 
-    def _settle(self) -> None:
+    def _commit_pending_creates(self) -> None:
         """Commit every created file that is not in LMDB yet (caller holds _ns_lock)."""
         for key, f in list(self._creating.items()):
-            if not f.born:
+            if not f.in_lmdb:
                 f.commit()
             del self._creating[key]
 
@@ -420,35 +409,11 @@ class Volume:
             t.delete_inode(ino)
 
     def _drop_link(self, t: Txn, inode: Inode, now: int) -> None:
-        """One name of a non-directory is gone: drop the inode with its last link unless it is open."""
-        if inode.nlink > 1:
-            t.put_inode(inode.evolve(nlink=inode.nlink - 1, ctime=now))
-            return
+        """One name of a non-directory is gone (fs/namespace.py); an open file it left nameless is
+        destroyed at its last release."""
         open_file = self._files.get(inode.ino)
-        if open_file is not None:
-            # Still open: readable and writable until the last close (POSIX); purged then, or at the
-            # next mount after a crash.
-            self._uncount(t, inode)
-            t.put_inode(inode.evolve(nlink=0, ctime=now))
-            t.add_orphan(inode.ino)
-            open_file.unlinked = True
-            return
-        self._destroy(t, inode)
-
-    @staticmethod
-    def _uncount(t: Txn, inode: Inode) -> None:
-        """The inode leaves the namespace: it no longer counts among the volume's files."""
-        if stat.S_ISREG(inode.mode):
-            t.bump("logical_bytes", -inode.size)
-        if not stat.S_ISDIR(inode.mode):
-            t.bump("files", -1)
-
-    def _destroy(self, t: Txn, inode: Inode) -> None:
-        if inode.nlink > 0:
-            self._uncount(t, inode)
-        # Its cached chunks are left to age out of the LRU: inode numbers are never reused, so
-        # nothing can read them again, and dropping them would scan the whole cache per unlink.
-        t.delete_inode(inode.ino)
+        if drop_link(t, inode, now, still_open=open_file is not None) and open_file is not None:
+            open_file.mark_unlinked()
 
     def rename(self, old: str, new: str, noreplace: bool = False, hide: bool = False) -> None:
         """Rename; ``hide`` marks the new name as a file unlinked while open (libfuse renames such a
@@ -509,7 +474,7 @@ class Volume:
                 with self._files_lock:
                     open_file = self._files.get(ino)
                     if open_file is not None:
-                        open_file.hidden = True
+                        open_file.mark_hidden()
                 still_open = open_file is not None
         if not still_open:
             # libfuse hides a file it counted open, but the last release may have come since, and
@@ -558,13 +523,13 @@ class Volume:
                 raise
         return fh
 
-    def _acquire(self, inode: Inode, writable: bool, birth: Birth | None = None) -> int:
+    def _acquire(self, inode: Inode, writable: bool, created: PendingCreate | None = None) -> int:
         with self._files_lock:
             f = self._files.get(inode.ino)
             if f is None:
                 f = self._files[inode.ino] = OpenFile(inode, self.chunks, self.meta, self.cache, self._budget,
-                                                      self._pool, birth, self._observer, self._births)
-            f.opens += 1
+                                                      self._pool, created, self._observer, self._commits)
+            f.add_handle()
             fh = self._next_handle
             self._next_handle += 1
             self._handles[fh] = (f, writable)
@@ -577,7 +542,7 @@ class Volume:
             with self.meta.read() as t:
                 parent, name = self._resolve_parent(t, path)
                 inode = self._fresh_inode(t, parent, name, stat.S_IFREG | stat.S_IMODE(mode), uid, gid, ino)
-            fh = self._acquire(inode, writable=True, birth=Birth(parent.ino, name, inode))
+            fh = self._acquire(inode, writable=True, created=PendingCreate(parent.ino, name, inode))
             self._creating[(parent.ino, name)] = self._files[inode.ino]
         return fh, inode
 
@@ -595,23 +560,22 @@ class Volume:
         writable = self._handles[fh][1]
         with f.lock:
             try:
-                if writable or f.opens == 1:
+                if writable or f.handles == 1:
                     f.commit()
             except FsError as e:
                 # flush()/close() already reported this error to the application; at the last
                 # release nobody can retry, so the unwritable buffers are dropped.
-                if f.opens == 1:
+                if f.handles == 1:
                     log.error("inode %d: buffered data lost at release: %s", f.ino, e)
                     f.discard()
             with self._files_lock:
                 del self._handles[fh]
-                f.opens -= 1
-                last = f.opens == 0
+                last = f.drop_handle()
                 if last:
                     del self._files[f.ino]
-        if f.birth is not None and f.born:
+        if f.created is not None and f.in_lmdb:
             with self._ns_lock:
-                key = (f.birth.parent, f.birth.name)
+                key = (f.created.parent, f.created.name)
                 if self._creating.get(key) is f:
                     del self._creating[key]
         if last and f.hidden:  # after the file left _files: see rename
@@ -623,7 +587,7 @@ class Volume:
                 with self.meta.write() as t:
                     inode = t.get_inode(f.ino)
                     if inode is not None and inode.nlink == 0:
-                        self._destroy(t, inode)
+                        destroy(t, inode)
                 self._reclaim()
 
     def flush(self, fh: int) -> None:
@@ -755,106 +719,14 @@ class Volume:
                            self.cache.misses, self._read_bytes, self._write_bytes, self._read_ops,
                            self._write_ops)
 
-    def recompress(self, items: list[tuple[int, int, ChunkEntry]], spec: CodecSpec, tier: int) -> Recoded:
-        """Re-encode chunks with ``spec`` and mark them ``tier`` (the cooler: cold codec, tier 1;
-        promotion: hot codec, tier 0). Invariant 3: new frames are appended and synced first, then
-        one transaction swaps each pointer only if the entry is still the one given here; a chunk
-        rewritten meanwhile keeps its new content and the new frame is garbage. A frame that would
-        not be smaller is not written: the chunk only changes tier. Damaged chunks are skipped."""
-        done = Recoded()
-        todo: list[tuple[int, int, ChunkEntry]] = []
-        encoded = []
-        for ino, index, old in items:
-            with self.meta.read() as t:
-                current, inline = t.get_chunk_frame(ino, index)
-            if current != old:
-                done.raced += 1
-                continue
-            try:
-                raw = self.chunks.read(old, inline)
-            except CorruptChunk as e:
-                log.warning("not recompressing damaged chunk %d of inode %d: %s", index, ino, e)
-                done.damaged += 1
-                continue
-            todo.append((ino, index, old))
-            encoded.append(self.chunks.encode(raw, spec))
-        better = [i for i, (_h, _b, info) in enumerate(encoded) if info.frame_len < todo[i][2].frame_len]
-        placed = dict(zip(better, self.chunks.place([encoded[i] for i in better], tier)))
-        if any(entry.segment != INLINE_SEGMENT for entry, _frame in placed.values()):
-            self.chunks.sync()
-        with self.meta.write() as t:
-            for i, (ino, index, old) in enumerate(todo):
-                entry, frame = placed.get(i, (dataclasses.replace(old, tier=tier), None))
-                if t.swap_chunk(ino, index, old, entry, frame):
-                    done.chunks += 1
-                    done.bytes_saved += old.frame_len - entry.frame_len
-                else:
-                    done.raced += 1
-            t.bump("cooled_chunks" if tier else "promoted_chunks", done.chunks)
-            if tier:
-                t.bump("cooled_bytes_saved", done.bytes_saved)
-        return done
-
     def _reclaim(self) -> None:
         """Frames were freed: segments that hold only garbage may go (fs/reclaim.py decides, in the
         background, after a scan of the chunk map)."""
         if self._space is not None:
             self._space.freed()
 
-    def recover(self) -> None:
-        """The explicit, logged step that brings a store back after a crash, before it serves: files
-        unlinked while open when the daemon died are purged, and if the volume was not closed cleanly
-        each segment's garbage is recounted from the chunk map. Marks the volume open."""
-        with self.meta.write() as t:
-            crashed = t.counter("open") > 0
-            if not crashed:
-                t.bump("open", 1)
-        if crashed:
-            self._account_crash_leftovers()
-        self._purge_orphans()
-        self._recovered = True
-
-    def _purge_orphans(self) -> None:
-        """Files unlinked while open when the daemon died: nothing can reach them any more."""
-        now = time.time_ns()
-        damaged: Damaged = []
-        with self.meta.write() as t:
-            for ino, parent, name in t.orphans(damaged=damaged):
-                t.del_orphan(ino)
-                inode = t.get_inode(ino)
-                if inode is None:
-                    continue
-                if not parent:
-                    self._destroy(t, inode)
-                elif t.lookup(parent, name) == ino:
-                    t.del_dirent(parent, name)
-                    self._drop_link(t, inode, now)
-        for record in damaged:
-            log.error("a damaged orphan record is left for fsck: %s", record.why)
-        self._reclaim()
-
-    def _account_crash_leftovers(self) -> None:
-        """After an unclean shutdown, frames that were appended but never committed (a kill -9
-        between a writer's or the cooler's append and its commit) are garbage no record knows:
-        recount each segment's garbage as its frame bytes minus its live frames. One scan of the
-        chunk map, only after a crash; skipped (and left to fsck) if a chunk record is damaged."""
-        segments = self.chunks.segments
-        try:
-            with self.meta.write() as t:
-                live = t.live_bytes_by_segment()
-                records = t.garbage_by_segment()
-                for seg in segments.segment_ids():
-                    dead = max(0, segments.frame_bytes(seg) - live.get(seg, 0))
-                    t.adjust_garbage(seg, dead - records.get(seg, 0))
-        except CorruptRecord as e:
-            log.error("the volume was not closed cleanly and its garbage was not recounted: %s", e)
-            return
-        log.info("the volume was not closed cleanly: garbage recounted from the chunk map")
-
     def close(self) -> None:
+        """Commit every open file (the assembly then marks the store closed: fs/recovery.py)."""
         with self._ns_lock:
             self.flush_all()
             self._creating.clear()
-        if self._recovered:
-            with self.meta.write() as t:
-                t.bump("open", -t.counter("open"))

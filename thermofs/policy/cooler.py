@@ -1,8 +1,8 @@
 """The background cooler: finds cold chunks and recompresses them with the cold codec.
 
 It scans the chunk map in slices (short read transactions), asks the policy which chunks are cold,
-and hands batches to ``Volume.recompress``, which keeps invariant 3 (append and sync the new frames,
-then swap each pointer only if the chunk was not rewritten meanwhile). Run in the background it
+and hands batches to fs/relocate.py, which keeps invariant 3 (append and sync the new frames, then
+swap each pointer only if the chunk was not rewritten meanwhile). Run in the background it
 yields to the foreground: it waits while the application did I/O in the last ``IDLE_SECONDS``
 (at most ``MAX_DEFER_SECONDS`` per batch, so cooling still progresses under constant load), keeps
 under a byte budget, and its thread runs at a lower CPU priority. ``cool(older_than=...)`` is the
@@ -25,15 +25,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from thermofs.codecs import CodecSpec
-from thermofs.fs.meta import ChunkEntry, MetaStore
-from thermofs.fs.volume import Volume
+from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.meta import ChunkEntry, MetaStore, Tier
+from thermofs.fs.relocate import Chunk, relocate
+from thermofs.progress import Progress
 from thermofs.policy.temperature import is_cold, is_reheated
 from thermofs.policy.tracker import FLUSH_SECONDS, Tracker
 
 log = logging.getLogger("thermofs.cooler")
 
 SCAN_SLICE = 1024  # chunk entries per read transaction while scanning
-BATCH = 32  # chunks per recompress() call: one sync and one commit per 2 MiB of 64 KiB chunks
+BATCH = 32  # chunks per relocate() call: one sync and one commit per 2 MiB of 64 KiB chunks
 IDLE_SECONDS = 0.2
 MAX_DEFER_SECONDS = 2.0
 # Under constant foreground I/O the cooler recompresses this many chunks per MAX_DEFER_SECONDS
@@ -65,16 +67,15 @@ class CoolerStatus:
         return asdict(self)
 
 
-Progress = Callable[[int, int], None]
 
 
 class Cooler:
-    def __init__(self, volume: Volume, meta: MetaStore, tracker: Tracker, cold: CodecSpec, hot: CodecSpec,
+    def __init__(self, chunks: ChunkStore, meta: MetaStore, tracker: Tracker, cold: CodecSpec, hot: CodecSpec,
                  promote_ids: frozenset[int], budget: float = DEFAULT_BUDGET,
                  interval: float = DEFAULT_INTERVAL, prepare: Callable[[], object] | None = None) -> None:
         """``prepare`` runs before each pass (training the first dictionaries of a volume whose cold
         spec uses them)."""
-        self._volume = volume
+        self._chunks = chunks
         self._meta = meta
         self._tracker = tracker
         self._cold = cold
@@ -117,7 +118,7 @@ class Cooler:
                                 inode = t.get_inode(ino)
                                 mtimes[ino] = inode.mtime / 1e9 if inode is not None else now
                             temp = self._tracker.temp(t, ino, index, mtimes[ino])
-                            if entry.tier == 0:
+                            if entry.tier == Tier.HOT:
                                 if (now - temp.last >= older_than if older_than is not None
                                         else is_cold(temp, now, params)):
                                     cold.append((ino, index, entry))
@@ -129,13 +130,13 @@ class Cooler:
                     pos = (rows[-1][0], rows[-1][1] + 1)
                     s.scanned += len(rows)
                     while len(cold) >= BATCH and not (stop is not None and stop.is_set()):
-                        del cold[:self._run(cold[:BATCH], self._cold, 1, throttle, stop)]
+                        del cold[:self._run(cold[:BATCH], self._cold, Tier.COLD, throttle, stop)]
                     while warm and not (stop is not None and stop.is_set()):
-                        del warm[:self._run(warm[:BATCH], self._hot, 0, throttle, stop)]
+                        del warm[:self._run(warm[:BATCH], self._hot, Tier.HOT, throttle, stop)]
                     if progress is not None:
                         progress(s.scanned, max(s.total, s.scanned))
                 while cold and not (stop is not None and stop.is_set()):
-                    del cold[:self._run(cold[:BATCH], self._cold, 1, throttle, stop)]
+                    del cold[:self._run(cold[:BATCH], self._cold, Tier.COLD, throttle, stop)]
             finally:
                 s.state = "idle"
                 s.passes += 1
@@ -145,23 +146,23 @@ class Cooler:
                                                                            "raced", "damaged") else v)
                                    for k, v in asdict(s).items()})
 
-    def _run(self, batch: list[tuple[int, int, ChunkEntry]], spec: CodecSpec, tier: int, throttle: bool,
+    def _run(self, batch: list[tuple[int, int, ChunkEntry]], spec: CodecSpec, tier: Tier, throttle: bool,
              stop: threading.Event | None) -> int:
         """Recompress a batch (a few chunks only while the foreground stays busy); returns how many
         chunks of ``batch`` were handled."""
         if throttle and not self._yield_to_foreground(stop):
             batch = batch[:BUSY_BATCH]
         started = time.monotonic()
-        done = self._volume.recompress(batch, spec, tier)
+        done = relocate(self._meta, self._chunks, [Chunk(*item) for item in batch], spec, tier)
         s = self.status
-        if tier:
-            s.cooled += done.chunks
+        if tier == Tier.COLD:
+            s.cooled += done.moved
             s.bytes_saved += done.bytes_saved
             s.queue -= len(batch)
         else:
-            s.promoted += done.chunks
+            s.promoted += done.moved
         s.raced += done.raced
-        s.damaged += done.damaged
+        s.damaged += len(done.damaged)
         if throttle and self._budget > 0:
             raw = sum(e.raw_len for _i, _x, e in batch)
             pause = raw / self._budget - (time.monotonic() - started)

@@ -16,6 +16,7 @@ from thermofs.codecs.dictionary import train_dictionaries
 from thermofs.codecs.resources import Resources
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk
+from thermofs.progress import Progress
 from thermofs.fs.meta import BLOB_DICTIONARY, BLOB_MODEL, MetaStore
 
 log = logging.getLogger("thermofs.training")
@@ -26,8 +27,10 @@ SAMPLE_BYTES = 8 << 20
 # Below this much data a volume has nothing worth a dictionary (the trainer needs 4x its size).
 MIN_VOLUME_BYTES = 1 << 20
 
-Progress = Callable[[float], None]
+# Trains a learned model on samples, from a base model blob, within a budget of seconds; the blob.
 ModelTrainer = Callable[[list[bytes], bytes | None, float, Progress | None], bytes]
+# Progress of ``thermofs train`` in thousandths: the dictionaries take the first tenth.
+STEPS = 1000
 
 
 def sample_chunks(meta: MetaStore, chunks: ChunkStore, limit: int = SAMPLE_BYTES, seed: int = 0) -> list[bytes]:
@@ -113,17 +116,19 @@ class Trainer:
         samples = sample_chunks(self._meta, self._chunks)
         report.samples, report.sample_bytes = len(samples), sum(map(len, samples))
         if progress is not None:
-            progress(0.05)
+            progress(STEPS // 20, STEPS)
         self.train_dictionaries(samples, report)
         if model and self._model_trainer is not None and samples:
             current = self._resources.current_model()
             base = self._resources.model(current) if current is not None else None
-            blob = self._model_trainer(samples, base, budget,
-                                       None if progress is None else (lambda f: progress(0.1 + 0.9 * f)))
+            blob = self._model_trainer(
+                samples, base, budget,
+                None if progress is None else (lambda done, total: progress(STEPS // 10 + 9 * STEPS // 10 * done // total,
+                                                                            STEPS)))
             with self._meta.write() as t:
                 rid = t.put_blob(BLOB_MODEL, blob)
             self._resources.add_model(blob, rid)
             report.model_id, report.model_bytes = rid, len(blob)
         if progress is not None:
-            progress(1.0)
+            progress(STEPS, STEPS)
         return report

@@ -44,17 +44,17 @@ from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
-from thermofs.fs.chunkstore import check_lengths, verify_frame
+from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk, MetaError
 from thermofs.fs.meta import (COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, U32, U64, CorruptRecord,
-                              DamagedRecord, Inode, MetaStore, Txn)
+                              DamagedRecord, Inode, MetaStore, Txn, chunk_totals)
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore, segment_name
 from thermofs.fs.store import DamagedMetadata, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
 from thermofs.daemon.lock import lock_store
+from thermofs.progress import Progress
 
-Progress = Callable[[int, int], None]
 
 LOST_FOUND = b"lost+found"
 EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2
@@ -243,12 +243,8 @@ def _totals(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int])
     want: dict[str, int] = {name: 0 for name in COUNTERS if name not in HISTORY_COUNTERS}
     live: dict[int, int] = {}
     for _ino, _index, e, _inline in t.all_chunks(damaged=[]):
-        want["chunks"] += 1
-        want["stored_bytes"] += e.frame_len
-        want["cold_chunks" if e.tier else "hot_chunks"] += 1
-        for name, value in (("chunks", 1), ("raw_bytes", e.raw_len), ("stored_bytes", e.frame_len)):
-            key = f"codec/{e.codec_id}/{name}"
-            want[key] = want.get(key, 0) + value
+        for name, value in chunk_totals(e).items():
+            want[name] = want.get(name, 0) + value
         if e.segment in sizes and e.offset + e.frame_len <= sizes[e.segment]:  # dangling: no bytes
             live[e.segment] = live.get(e.segment, 0) + e.frame_len
     for inode in tree.inodes.values():
@@ -277,11 +273,11 @@ class _Frames:
     damaged_chunks: bool = False  # a chunk record failed verification: live bytes are unknown
 
 
-def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, int], table: CodecTable,
-                  chunk_size: int, problems: list[Problem], damaged: list[DamagedRecord],
-                  progress: Progress | None) -> _Frames:
+def _check_frames(t: Txn, tree: _Tree, chunks: ChunkStore, sizes: dict[int, int], problems: list[Problem],
+                  damaged: list[DamagedRecord], progress: Progress | None) -> _Frames:
     """Verify every chunk's frame."""
     total = t.entry_count("chunks")
+    chunk_size = chunks.chunk_size
     missing: dict[int, set[int]] = {}
     found = _Frames()
     extents: dict[int, list[tuple[int, int, int, int]]] = {}
@@ -315,14 +311,7 @@ def _check_frames(t: Txn, tree: _Tree, segments: SegmentStore, sizes: dict[int, 
                 continue
             extents.setdefault(e.segment, []).append((e.offset, e.frame_len, ino, index))
         try:
-            check_lengths(e, chunk_size)
-            if e.segment == INLINE_SEGMENT:
-                if inline is None or len(inline) != e.frame_len:
-                    raise CorruptChunk("inline frame is missing or has the wrong length")
-                frame = inline
-            else:
-                frame = segments.read(e.segment, e.offset, e.frame_len)
-            verify_frame(e, frame, table, chunk_size)
+            chunks.read_frame(e, inline)
             found.verified += 1
         except CorruptChunk as err:
             problems.append(Problem("chunk-corrupt", where, f"{span}: {place}: {err}", False, ino=ino))
@@ -610,7 +599,8 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
         try:
             damaged: list[DamagedRecord] = []
             table = CodecTable(load_resources(meta, damaged))
-            return _run(store, meta, segments, table, config.chunk_size, repair, progress, damaged)
+            chunks = ChunkStore(segments, table, table.parse(config.hot_codec), config.chunk_size)
+            return _run(store, meta, chunks, repair, progress, damaged)
         finally:
             meta.close()
             segments.close()
@@ -618,16 +608,16 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
         lock.release()
 
 
-def _run(store: Path, meta: MetaStore, segments: SegmentStore, table: CodecTable, chunk_size: int,
-         repair: bool, progress: Progress | None, damaged: list[DamagedRecord]) -> FsckReport:
+def _run(store: Path, meta: MetaStore, chunks: ChunkStore, repair: bool, progress: Progress | None,
+         damaged: list[DamagedRecord]) -> FsckReport:
     report = FsckReport(str(store), repair=repair)
+    segments, chunk_size = chunks.segments, chunks.chunk_size
     sizes = {seg: segments.size_of(seg) for seg in segments.segment_ids()}
     headers = {seg: segments.header_size(seg) for seg in sizes}
     try:
         with meta.read() as t:
             tree = _tree(t, report.problems, damaged)
-            frames = _check_frames(t, tree, segments, sizes, table, chunk_size, report.problems, damaged,
-                                   progress)
+            frames = _check_frames(t, tree, chunks, sizes, report.problems, damaged, progress)
             _check_segments(segments, sizes, report.problems, report.notes)
             _check_structure(t, tree, sizes, headers, report.problems, report.notes, damaged,
                              frames.damaged_chunks)

@@ -29,12 +29,14 @@ import sys
 import sysconfig
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from thermofs.codecs.learned import kernel as K
 from thermofs.codecs.learned.model import INIT_WEIGHT, MATCH_TABLE, Model
+from thermofs.progress import Progress
 
 CHUNK = 1 << 16
 PRIME_SHARE = 0.75  # of the budget, for stage 1
@@ -43,7 +45,6 @@ FIT_ROWS = 1 << 20  # at most this many logged bits go into the torch fit
 FIT_STEPS = 300
 FIT_L2 = 100.0  # pull towards the uniform weights (see fit_mixer)
 HELD_OUT = 24  # chunks held out for the mixer fit and the final check
-last_stats: dict[str, float] = {}  # what the last train_model did (for scripts and reports)
 
 
 def _pieces(samples: Iterable[bytes]) -> Iterator[bytes]:
@@ -71,7 +72,7 @@ def coded_size(model: Model, pieces: list[bytes]) -> int:
     return sum(len(encode_with(model, p, ws)) for p in pieces)
 
 
-def fit_mixer(logs: np.ndarray, budget_s: float) -> np.ndarray:
+def fit_mixer(logs: np.ndarray, budget_s: float, clock: Callable[[], float] = time.monotonic) -> np.ndarray:
     """Fit the initial mixer weights (int32 16.16, one row per weight set) to logged inputs with torch.
 
     The fit starts from the uniform weights and is pulled back to them (L2, ``FIT_L2``): most of the
@@ -90,9 +91,9 @@ def fit_mixer(logs: np.ndarray, budget_s: float) -> np.ndarray:
     w = torch.nn.Parameter(w0.clone())
     opt = torch.optim.Adam([w], lr=0.02)
     lim = 2047 / 256
-    t0 = time.monotonic()
+    t0 = clock()
     for _step in range(FIT_STEPS):
-        if time.monotonic() - t0 > budget_s:
+        if clock() - t0 > budget_s:
             break
         opt.zero_grad()
         # Each weight set is trained online on its own error (kernel._train): fit each alone.
@@ -105,16 +106,22 @@ def fit_mixer(logs: np.ndarray, budget_s: float) -> np.ndarray:
     return np.clip(out, -K.WMAX, K.WMAX).astype(np.int32)
 
 
+@dataclass
+class TrainedModel:
+    blob: bytes  # the model, as the volume stores it
+    stats: dict[str, float] = field(default_factory=dict)  # what the training did (scripts, reports)
+
+
 def train_model(samples: Iterable[bytes], base: bytes | None = None, budget_s: float = 60.0,
-                progress: Callable[[float], None] | None = None) -> bytes:
+                progress: Progress | None = None, clock: Callable[[], float] = time.monotonic) -> TrainedModel:
     """Train (``base`` None) or fine-tune (``base`` a model blob) on ``samples`` within ``budget_s``
-    seconds; ``progress`` gets the fraction done (0..1). Returns the new model's blob."""
-    t0 = time.monotonic()
+    seconds of ``clock``; ``progress(done, 1000)`` gets the thousandths done. Returns the model."""
+    t0 = clock()
     deadline = t0 + budget_s
 
     def report(frac: float) -> None:
         if progress is not None:
-            progress(min(1.0, max(0.0, frac)))
+            progress(round(1000 * min(1.0, max(0.0, frac))), 1000)
 
     model = Model.from_blob(base) if base is not None else Model.fresh()
     pieces = list(_pieces(samples))
@@ -126,7 +133,7 @@ def train_model(samples: Iterable[bytes], base: bytes | None = None, budget_s: f
     prime_end = t0 + budget_s * PRIME_SHARE
     done = 0
     for piece in train:
-        if time.monotonic() > prime_end:
+        if clock() > prime_end:
             break
         _learn(model, piece, ht)
         done += 1
@@ -134,31 +141,31 @@ def train_model(samples: Iterable[bytes], base: bytes | None = None, budget_s: f
     # The online mixer's weights at the end of priming fit the last samples, not a chunk's start.
     model.mw[:] = INIT_WEIGHT
     model.soften()
-    last_stats.clear()
-    last_stats.update(primed_bytes=sum(len(p) for p in train[:done]), pieces=len(pieces),
-                      prime_s=round(time.monotonic() - t0, 1))
+    stats: dict[str, float] = {}
+    stats.update(primed_bytes=sum(len(p) for p in train[:done]), pieces=len(pieces),
+                      prime_s=round(clock() - t0, 1))
     report(PRIME_SHARE)
-    if held and time.monotonic() < deadline:
-        per_piece = (time.monotonic() - t0) * CHUNK / max(1, last_stats["primed_bytes"])  # s per 64 KiB
+    if held and clock() < deadline:
+        per_piece = (clock() - t0) * CHUNK / max(1, stats["primed_bytes"])  # s per 64 KiB
         rows = sum(len(p) for p in held) * 8 // LOG_EVERY + len(held)
         logs = np.zeros((rows, K.LOG_COLS), np.int32)
         n = 0
         for piece in held:  # the mixer's inputs do not depend on its weights: one pass suffices
-            if time.monotonic() + 4 * per_piece > deadline:
+            if clock() + 4 * per_piece > deadline:
                 break
             n += _learn(model.copy(), piece, ht, logs[n:])
-        remaining = deadline - time.monotonic()
+        remaining = deadline - clock()
         if n > 1000 and remaining > 3 * per_piece * len(held):
             candidate = model.copy()
-            candidate.mw = fit_mixer(logs[:n], budget_s=remaining * 0.4)
+            candidate.mw = fit_mixer(logs[:n], budget_s=remaining * 0.4, clock=clock)
             report(0.9)
-            if time.monotonic() + 2 * per_piece * len(held) < deadline:
+            if clock() + 2 * per_piece * len(held) < deadline:
                 before, after = coded_size(model, held), coded_size(candidate, held)
-                last_stats.update(held_bytes=sum(map(len, held)), held_uniform=before, held_fitted=after)
+                stats.update(held_bytes=sum(map(len, held)), held_uniform=before, held_fitted=after)
                 if after < before:
                     model = candidate
     report(1.0)
-    return model.to_blob()
+    return TrainedModel(model.to_blob(), stats)
 
 
 # ------------------------------------------------------------------------- the default model's data
@@ -231,15 +238,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     corpus = default_corpus(args.mb)
     print(f"corpus: {len(corpus)} files, {sum(map(len, corpus)) / 1e6:.1f} MB", file=sys.stderr)
-    last = [0.0]
+    last = [0]
 
-    def progress(frac: float) -> None:
-        if frac - last[0] >= 0.05 or frac >= 1.0:
-            last[0] = frac
-            print(f"  {frac * 100:5.1f}%", file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        if done - last[0] >= total // 20 or done >= total:
+            last[0] = done
+            print(f"  {100 * done / total:5.1f}%", file=sys.stderr)
 
-    blob = train_model(corpus, None, args.budget, progress)
-    print(f"stats: {last_stats}", file=sys.stderr)
+    trained = train_model(corpus, None, args.budget, progress)
+    blob = trained.blob
+    print(f"stats: {trained.stats}", file=sys.stderr)
     args.out.write_bytes(blob)
     print(f"wrote {args.out.name}: {len(blob) / 1e6:.2f} MB", file=sys.stderr)
 

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 
 # mfusepy prefers libfuse2 when both are installed; libfuse2 caps writes at 128 KiB.
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-import mfusepy  # noqa: E402  (must come after FUSE_LIBRARY_NAME)
+import mfusepy  # must come after FUSE_LIBRARY_NAME
 
-from thermofs.daemon.binding import configure_fuse, raise_read_ahead  # noqa: E402  (same settings as thermofs)
-from thermofs.daemon.binding import FUSE  # noqa: E402  (mfusepy.FUSE with thermofs's fix-ups)
+# mfusepy.FUSE with thermofs's fix-ups, and the same settings as thermofs.
+from thermofs.daemon.binding import FUSE, configure_fuse, raise_read_ahead
 
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2

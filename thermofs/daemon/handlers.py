@@ -15,7 +15,6 @@ from thermofs.fs.compaction import MIN_GARBAGE_SHARE
 from thermofs.fs.compaction import compact as compact_store
 from thermofs.progress import Progress
 
-
 # The admin operations: one body each, run offline on the parts this process opened, or by a mounted
 # volume's daemon on its own parts (``daemon_handlers``). Arguments are JSON values, as they cross
 # the control socket; the result is a JSON object.

@@ -16,8 +16,8 @@ from thermofs.codecs.dictionary import train_dictionaries
 from thermofs.codecs.resources import Resources
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk
-from thermofs.progress import Progress
 from thermofs.fs.meta import BLOB_DICTIONARY, BLOB_MODEL, MetaStore
+from thermofs.progress import Progress
 
 log = logging.getLogger("thermofs.training")
 

@@ -38,23 +38,33 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
+from thermofs.daemon.lock import lock_store
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk, MetaError
-from thermofs.fs.meta import (COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, U32, U64, CorruptRecord,
-                              DamagedRecord, Inode, MetaStore, Txn, chunk_totals)
+from thermofs.fs.meta import (
+    COUNTERS,
+    HISTORY_COUNTERS,
+    INLINE_SEGMENT,
+    ROOT_INO,
+    U32,
+    U64,
+    CorruptRecord,
+    DamagedRecord,
+    Inode,
+    MetaStore,
+    Txn,
+    chunk_totals,
+)
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore, segment_name
 from thermofs.fs.store import DamagedMetadata, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
-from thermofs.daemon.lock import lock_store
 from thermofs.progress import Progress
-
 
 LOST_FOUND = b"lost+found"
 EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2

@@ -202,7 +202,7 @@ class Passthrough(mfusepy.Operations):
             old = (st.st_atime_ns, st.st_mtime_ns)
         else:
             old = (now, now)
-        ns = tuple(o if t == UTIME_OMIT else now if t == UTIME_NOW else t for t, o in zip(times, old))
+        ns = tuple(o if t == UTIME_OMIT else now if t == UTIME_NOW else t for t, o in zip(times, old, strict=True))
         if path is None:
             os.utime(target, ns=ns)  # type: ignore[arg-type]
         else:

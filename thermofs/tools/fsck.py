@@ -248,7 +248,8 @@ def _damage_problems(tree: _Tree, damaged: list[DamagedRecord], chunk_size: int)
 
 # -- totals ---------------------------------------------------------------------------------------------
 
-def _totals(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
+def _totals(t: Txn, tree: _Tree, sizes: dict[int, int],
+            headers: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
     """(every running total as it must be, true garbage bytes per existing segment)."""
     want: dict[str, int] = {name: 0 for name in COUNTERS if name not in HISTORY_COUNTERS}
     live: dict[int, int] = {}
@@ -388,7 +389,7 @@ def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[i
         problems.append(Problem("lost-inode", tree.path(ino), f"inode {ino} ({_kind(inode)}, "
                                 f"{inode.size} bytes) is not reachable from the root", True, ino=ino))
     subdirs: dict[int, int] = {}
-    for (parent, _name), (child, kind) in tree.dirents.items():
+    for (parent, _name), (_child, kind) in tree.dirents.items():
         if stat.S_ISDIR(kind):
             subdirs[parent] = subdirs.get(parent, 0) + 1
     for ino in sorted(reach & set(inodes)):
@@ -482,7 +483,7 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
         # Link counts and parent pointers from the repaired namespace.
         tree = _tree(t, None, [])
         subdirs: dict[int, int] = {}
-        for (parent, _name), (child, kind) in tree.dirents.items():
+        for (parent, _name), (_child, kind) in tree.dirents.items():
             if stat.S_ISDIR(kind):
                 subdirs[parent] = subdirs.get(parent, 0) + 1
         pending = {ino for ino, parent, _name in t.orphans() if not parent}

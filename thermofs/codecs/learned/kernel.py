@@ -175,7 +175,8 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
     too small. DECODE: ``src`` is the code, ``buf`` receives the bytes; returns 0, or -1 when the
     code is inconsistent (sentinel or length). LEARN: updates the tables, returns 0.
     ``log`` (rows of LOG_COLS: the two weight sets, the inputs, the bit) receives every
-    ``log_every``-th bit while rows are left; pass a 0-row array for none. ``ht`` is the match model's hash table (zeroed by the caller).
+    ``log_every``-th bit while rows are left; pass a 0-row array for none. ``ht`` is the match
+    model's hash table (zeroed by the caller).
     """
     hbits = 0
     while (1 << (hbits + 1)) <= th.shape[1]:
@@ -307,10 +308,7 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
         # --- byte boundary: contexts
         c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
         c4 = ((c4 << 8) | c) & 0xFFFFFFFF
-        if (c >= 97 and c <= 122) or (c >= 65 and c <= 90):
-            word = _hash(word + (c | 32), 5)
-        else:
-            word = 0
+        word = _hash(word + (c | 32), 5) if (c >= 97 and c <= 122) or (c >= 65 and c <= 90) else 0
         hb[0] = _hash(c4 & 0xFFFF, 0)
         hb[1] = _hash(c4 & 0xFFFFFF, 1)
         hb[2] = _hash(c4, 2)

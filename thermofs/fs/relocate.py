@@ -82,8 +82,8 @@ def relocate(meta: MetaStore, chunks: ChunkStore, batch: list[Chunk], recode: Co
         new.append(chunks.encode(raw, recode) if recode is not None else frame)
     placed = _place(chunks, chosen, new, tier)
     with meta.write() as t:
-        for item, (entry, frame) in zip(chosen, placed, strict=True):
-            if t.swap_chunk(item.ino, item.index, item.entry, entry, frame):
+        for item, (entry, inline_frame) in zip(chosen, placed, strict=True):
+            if t.swap_chunk(item.ino, item.index, item.entry, entry, inline_frame):
                 report.moved += 1
                 report.bytes_moved += item.entry.frame_len
                 report.bytes_saved += item.entry.frame_len - entry.frame_len

@@ -45,8 +45,8 @@ import zstandard
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from thermofs.codecs import CodecTable, Resources, add_trained, decode_frame, encode_frame, train_dictionaries  # noqa: E402
-from thermofs.codecs.probe import KINDS, Probe  # noqa: E402
+from thermofs.codecs import CodecTable, Resources, add_trained, decode_frame, encode_frame, train_dictionaries
+from thermofs.codecs.probe import KINDS, Probe
 
 CHUNK = 64 << 10
 SHARED = REPO.parent / "shared"
@@ -143,8 +143,8 @@ def measure_set(name: str, test: list[bytes], train: list[bytes], exhaustive: bo
                            "dictionaries": [k for k, _ in trained], "train_s": round(t_train, 2), "codecs": {}}
     for spec_text in CODECS:
         spec = table.parse(spec_text)
-        t_enc, frames = timed(lambda: [encode_frame(c, spec)[0] for c in test])
-        t_dec, outs = timed(lambda: [decode_frame(f, table, CHUNK) for f in frames])
+        t_enc, frames = timed(lambda spec=spec: [encode_frame(c, spec)[0] for c in test])
+        t_dec, outs = timed(lambda frames=frames: [decode_frame(f, table, CHUNK) for f in frames])
         assert outs == test, f"{spec_text} does not round-trip on {name}"
         ids: dict[str, int] = {}
         for f in frames:
@@ -155,7 +155,7 @@ def measure_set(name: str, test: list[bytes], train: list[bytes], exhaustive: bo
         print(f"  {name:8} {spec_text:8} {sum(map(len, frames)) / raw:.4f}  enc {raw / 1e6 / t_enc:7.1f} MB/s"
               f"  dec {raw / 1e6 / t_dec:7.1f} MB/s  {ids}", flush=True)
     for tool, cmd in TOOLS.items():
-        t_enc, sizes = timed(lambda: [tool_size(cmd, c) for c in test])
+        t_enc, sizes = timed(lambda cmd=cmd: [tool_size(cmd, c) for c in test])
         row["codecs"][tool] = {"bytes": sum(sizes), "enc_MBps": raw / 1e6 / t_enc}
         print(f"  {name:8} {tool:8} {sum(sizes) / raw:.4f}  (CLI, one process per chunk)", flush=True)
     if exhaustive:

@@ -206,9 +206,9 @@ class FuseTarget(Target):
             if self.proc is not None and self.proc.poll() is None and not answers(self.path, 10):
                 print(f"warning: {self.name} does not answer; killing it", file=sys.stderr)
                 self.proc.kill()
-            if mount_source(self.path) is not None:
-                if subprocess.run(["fusermount", "-u", str(self.path)], capture_output=True).returncode:
-                    subprocess.run(["fusermount", "-u", "-z", str(self.path)], capture_output=True)
+            if mount_source(self.path) is not None and \
+                    subprocess.run(["fusermount", "-u", str(self.path)], capture_output=True).returncode:
+                subprocess.run(["fusermount", "-u", "-z", str(self.path)], capture_output=True)
             if self.proc is not None:
                 try:
                     self.proc.wait(300)  # thermofs writes its buffers out before exiting

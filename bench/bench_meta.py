@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import stat
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator

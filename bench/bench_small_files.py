@@ -31,8 +31,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_fs import (DurablePassthroughTarget, PassthroughTarget, PlainTarget, Target, ThermofsTarget,
-                      build_text, check_small, create_small, small_files)
+from bench_fs import (
+    DurablePassthroughTarget,
+    PassthroughTarget,
+    PlainTarget,
+    Target,
+    ThermofsTarget,
+    build_text,
+    check_small,
+    create_small,
+    small_files,
+)
 
 DIRS = 20
 

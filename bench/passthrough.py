@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 
 # mfusepy prefers libfuse2 when both are installed; libfuse2 caps writes at 128 KiB.
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
-import mfusepy  # noqa: E402  (must come after FUSE_LIBRARY_NAME)
+import mfusepy  # must come after FUSE_LIBRARY_NAME
 
-from thermofs.daemon.binding import configure_fuse, raise_read_ahead  # noqa: E402  (same settings as thermofs)
-from thermofs.daemon.binding import FUSE  # noqa: E402  (mfusepy.FUSE with thermofs's fix-ups)
+# mfusepy.FUSE with thermofs's fix-ups, and the same settings as thermofs.
+from thermofs.daemon.binding import FUSE, configure_fuse, raise_read_ahead
 
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -202,7 +202,7 @@ class Passthrough(mfusepy.Operations):
             old = (st.st_atime_ns, st.st_mtime_ns)
         else:
             old = (now, now)
-        ns = tuple(o if t == UTIME_OMIT else now if t == UTIME_NOW else t for t, o in zip(times, old))
+        ns = tuple(o if t == UTIME_OMIT else now if t == UTIME_NOW else t for t, o in zip(times, old, strict=True))
         if path is None:
             os.utime(target, ns=ns)  # type: ignore[arg-type]
         else:

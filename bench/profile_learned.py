@@ -62,7 +62,7 @@ def main() -> None:
         payloads = [encode_with(model, c, ws) for c in chunks]
         enc = T() - t
         t = T()
-        outs = [decode_with(model, p, len(c), ws) for p, c in zip(payloads, chunks)]
+        outs = [decode_with(model, p, len(c), ws) for p, c in zip(payloads, chunks, strict=True)]
         dec = T() - t
         assert outs == chunks
         log = K.no_log()
@@ -74,7 +74,8 @@ def main() -> None:
                             work.lr, log, 1)
         learn = T() - t
         size = sum(map(len, payloads))
-        print(f"{label}:\n  {8 * size / n:.3f} bits/byte; per 64 KiB chunk: table copy {1000 * copy / len(chunks):.2f} ms"
+        print(f"{label}:\n  {8 * size / n:.3f} bits/byte;"
+              f" per 64 KiB chunk: table copy {1000 * copy / len(chunks):.2f} ms"
               f" ({100 * copy / dec:.0f}% of decode); encode {mbps(n, enc):.2f} MB/s, decode {mbps(n, dec):.2f} MB/s,"
               f" model only (LEARN, incl. copy) {mbps(n, learn):.2f} MB/s")
 

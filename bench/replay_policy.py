@@ -190,7 +190,7 @@ def draw(rows: list[dict[str, float | str]], sweep_rows: list[dict[str, float | 
     xs = [100 * float(r["space_saving_vs_cool_all"]) for r in sweep_rows]
     ys = [100 * float(r["false_cold_rate"]) for r in sweep_rows]
     ax.scatter(xs, ys, s=18, color="0.6", label="thermofs policy, parameter grid (--sweep)")
-    for r, marker in zip(rows, "osD*"):
+    for r, marker in zip(rows, "osD*", strict=False):  # the first four policies get a marker
         ax.scatter([100 * float(r["space_saving_vs_cool_all"])], [100 * float(r["false_cold_rate"])], s=90,
                    marker=marker, label=str(r["policy"]))
     ax.axhline(5, color="red", lw=0.8, ls="--")

@@ -19,7 +19,8 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     .venv/bin/pip install -q "torch==2.13.0"
 fi
 if ! .venv/bin/python -c "import thermofs, mfusepy, lmdb, zstandard, xxhash, pytest, hypothesis, matplotlib" \
-        >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.installed ]; then
+        >/dev/null 2>&1 || ! .venv/bin/python -c "import ruff, mypy" >/dev/null 2>&1 \
+        || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/pip install -q -e ".[test,bench]"
     touch .venv/.installed
 fi

@@ -14,9 +14,8 @@ from typing import TypeVar
 import click
 
 from thermofs.codecs import CodecError
-from thermofs.fs.errors import UnusableTarget
-from thermofs.fs.errors import FsError, StoreError
 from thermofs.daemon.assembly import make_volume
+from thermofs.fs.errors import FsError, StoreError, UnusableTarget
 from thermofs.fs.store import DEFAULT_CHUNK_SIZE, StoreConfig, parse_size
 from thermofs.policy.temperature import parse_age
 

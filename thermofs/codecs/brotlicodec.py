@@ -44,7 +44,8 @@ class BrotliCodec(Codec):
         return [DEFAULT_QUALITY]
 
     def compress(self, data: Buffer, param: int) -> bytes:
-        return brotli.compress(bytes(data), quality=param, lgwin=LGWIN)
+        payload: bytes = brotli.compress(bytes(data), quality=param, lgwin=LGWIN)
+        return payload
 
     def decompress(self, payload: bytes, raw_len: int, param: int) -> bytes:
         if param > 11:
@@ -54,7 +55,7 @@ class BrotliCodec(Codec):
             # The output buffer stops growing at raw_len: a damaged stream cannot make it allocate more.
             # (A limit of 0 would mean none: an empty chunk is never brotli-coded, but a damaged frame
             # may say so.)
-            out = dec.process(payload, output_buffer_limit=max(raw_len, 1))
+            out: bytes = dec.process(payload, output_buffer_limit=max(raw_len, 1))
             if not dec.is_finished() or len(out) != raw_len:
                 raise CorruptFrame(f"brotli stream does not decode to {raw_len} bytes")
         except brotli.error as e:

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import xxhash
 
-from thermofs.codecs.errors import CorruptFrame
 from thermofs.codecs.base import Codec, RawCodec
+from thermofs.codecs.errors import CorruptFrame
 from thermofs.codecs.probe import analyse
 from thermofs.codecs.table import CodecSpec, CodecTable
 

@@ -72,7 +72,7 @@ class PlanesCodec(Codec):
             raise BadSpec(f"bad planes parameter {param:#x}")
 
     def resolve(self, raw: Buffer, param: int) -> tuple[Codec, int]:
-        level, width, phase = unpack_param(param)
+        level, width, _phase = unpack_param(param)
         if width:
             return self, param
         probe = analyse(raw)

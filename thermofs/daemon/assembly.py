@@ -16,12 +16,12 @@ from thermofs.codecs import CodecSpec, CodecTable
 from thermofs.daemon.options import MountOptions
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.reclaim import Reclaimer
 from thermofs.fs.recovery import mark_closed, recover
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore
-from thermofs.fs.errors import StoreError
 from thermofs.fs.store import StoreConfig, mkfs, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
 from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume

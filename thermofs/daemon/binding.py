@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mfusepy  # type: ignore[import-untyped]
 
@@ -76,8 +76,21 @@ def configure_fuse(conn: Any, config: Any) -> None:
         config.attr_timeout = 0.0
 
 
+class FixedUpOperations(Protocol):
+    """What the fix-ups below call on the operations object (thermofs's Operations, the bench's passthrough)."""
+
+    def truncate(self, path: str | None, length: int, fh: int | None) -> int: ...
+    def chmod(self, path: str | None, mode: int, fh: int | None) -> int: ...
+    def chown(self, path: str | None, uid: int, gid: int, fh: int | None) -> int: ...
+    def utimens(self, path: str | None, times: tuple[int, int] | None, fh: int | None) -> int: ...
+    def create(self, path: str, mode: int, flags: int) -> int: ...
+    def rename(self, old: str, new: str, flags: int) -> int: ...
+
+
 class FUSE(mfusepy.FUSE):
     """mfusepy's FUSE with the fix-ups the module docstring lists."""
+
+    operations: FixedUpOperations  # set by mfusepy.FUSE.__init__ to its first argument
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._pinned = threading.local()  # set once in each worker thread whose thread state is kept

@@ -15,7 +15,6 @@ from thermofs.fs.compaction import MIN_GARBAGE_SHARE
 from thermofs.fs.compaction import compact as compact_store
 from thermofs.progress import Progress
 
-
 # The admin operations: one body each, run offline on the parts this process opened, or by a mounted
 # volume's daemon on its own parts (``daemon_handlers``). Arguments are JSON values, as they cross
 # the control socket; the result is a JSON object.
@@ -34,7 +33,8 @@ def _compact(opened: OpenVolume, args: dict[str, Any], progress: Progress,
                                 float(args.get("min_garbage", MIN_GARBAGE_SHARE))))
 
 
-def _train(opened: OpenVolume, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
+def _train(opened: OpenVolume, args: dict[str, Any], progress: Progress,
+           stop: threading.Event | None) -> dict[str, Any]:
     report = opened.trainer.train(float(args.get("budget", 60.0)), progress, model=bool(args.get("model", True)))
     return asdict(report)
 
@@ -61,7 +61,7 @@ def live_figures(opened: OpenVolume) -> Handler:
 
     def live(args: dict[str, Any], send: Send) -> dict[str, Any]:
         now, current = time.monotonic(), asdict(opened.volume.live_stats())
-        then, before, since = started, {k: 0 for k in current}, "mount"
+        then, before, since = started, dict.fromkeys(current, 0), "mount"
         if previous and 0.2 <= now - previous[0][0] <= 60:
             (then, before), since = previous[0], "previous request"
         previous[:] = [(now, current)]

@@ -19,9 +19,23 @@ import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
 from thermofs.daemon.binding import configure_fuse
-from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, MetaError,
-                                NameTooLong, NoAttr, NoSpace, NotADir, NotEmpty, NotFound, NotPermitted,
-                                NotSupported)
+from thermofs.fs.errors import (
+    CorruptChunk,
+    Exists,
+    FileTooBig,
+    FsError,
+    InvalidArgument,
+    IsADir,
+    MetaError,
+    NameTooLong,
+    NoAttr,
+    NoSpace,
+    NotADir,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+)
 from thermofs.fs.meta import Inode
 from thermofs.fs.volume import Volume
 

@@ -118,7 +118,9 @@ class Inode(NamedTuple):
     ctime: int
     rdev: int = 0
     parent: int = 0
-    count: int = 0  # chunk entries (regular file) or directory entries (directory); kept by Txn
+    # Chunk entries (regular file) or directory entries (directory); kept by Txn. The field hides
+    # tuple.count, a method no Inode is asked for; mypy takes it for an override of the wrong type.
+    count: int = 0  # type: ignore[assignment]
 
     def pack(self) -> bytes:
         return INODE.pack(self.mode, self.uid, self.gid, self.nlink, self.size, self.atime, self.mtime,
@@ -156,8 +158,9 @@ class ChunkEntry:
 
     @classmethod
     def unpack(cls, raw: bytes) -> ChunkEntry:
-        *fields, tier = CHUNK.unpack_from(raw)
-        return cls(*fields, Tier(tier))  # ValueError for a tier no chunk has: see _chunk
+        segment, offset, frame_len, codec_id, param, raw_len, checksum, tier = CHUNK.unpack_from(raw)
+        # ValueError for a tier no chunk has: see _chunk
+        return cls(segment, offset, frame_len, codec_id, param, raw_len, checksum, Tier(tier))
 
 
 def chunk_totals(entry: ChunkEntry) -> dict[str, int]:
@@ -475,8 +478,8 @@ class Txn:
             self._count(ino, 1)
         else:
             self._forget_stored(key, old)
-        for name, value in chunk_totals(entry).items():
-            self.bump(name, value)
+        for name, amount in chunk_totals(entry).items():
+            self.bump(name, amount)
 
     def delete_chunk(self, ino: int, index: int) -> None:
         key = _chunk_key(ino, index)

@@ -82,8 +82,8 @@ def relocate(meta: MetaStore, chunks: ChunkStore, batch: list[Chunk], recode: Co
         new.append(chunks.encode(raw, recode) if recode is not None else frame)
     placed = _place(chunks, chosen, new, tier)
     with meta.write() as t:
-        for item, (entry, frame) in zip(chosen, placed):
-            if t.swap_chunk(item.ino, item.index, item.entry, entry, frame):
+        for item, (entry, inline_frame) in zip(chosen, placed, strict=True):
+            if t.swap_chunk(item.ino, item.index, item.entry, entry, inline_frame):
                 report.moved += 1
                 report.bytes_moved += item.entry.frame_len
                 report.bytes_saved += item.entry.frame_len - entry.frame_len
@@ -103,15 +103,15 @@ def _place(chunks: ChunkStore, chosen: list[Chunk], new: list[Encoded | bytes],
     if all(isinstance(frame, bytes) for frame in new):  # copies: into the active segment, as they are
         places = chunks.segments.append([frame for frame in new if isinstance(frame, bytes)]) if new else []
         out = [(dataclasses.replace(item.entry, segment=seg, offset=off), None)
-               for item, (seg, off) in zip(chosen, places)]
+               for item, (seg, off) in zip(chosen, places, strict=True)]
     else:
         assert tier is not None
         encoded = [e for e in new if not isinstance(e, bytes)]
         smaller = [i for i, (_h, _b, info) in enumerate(encoded) if info.frame_len < chosen[i].entry.frame_len]
-        stored = dict(zip(smaller, chunks.place([encoded[i] for i in smaller], tier)))
+        stored = dict(zip(smaller, chunks.place([encoded[i] for i in smaller], tier), strict=True))
         # A frame that would not be smaller is not written: the chunk only changes tier.
         out = [stored.get(i, (dataclasses.replace(item.entry, tier=tier), None)) for i, item in enumerate(chosen)]
     if any(entry.segment != INLINE_SEGMENT and (entry.segment, entry.offset) != (item.entry.segment, item.entry.offset)
-           for item, (entry, _frame) in zip(chosen, out)):
+           for item, (entry, _frame) in zip(chosen, out, strict=True)):
         chunks.sync()
     return out

@@ -72,7 +72,7 @@ def _convert(env: lmdb.Environment, store: Path, cfg: StoreConfig) -> Identity:
         dbs = {name: env.open_db(name.encode(), txn=txn, create=True) for name in V1_DBS}
         counts: dict[int, int] = {}
         for db in ("chunks", "dirents"):
-            for key in cast(Iterator[bytes], txn.cursor(db=dbs[db]).iternext(keys=True, values=False)):
+            for key in txn.cursor(db=dbs[db]).iternext(keys=True, values=False):
                 owner = U64.unpack(key[:8])[0]
                 counts[owner] = counts.get(owner, 0) + 1
         for name in V1_DBS:

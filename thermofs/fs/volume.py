@@ -11,7 +11,6 @@ other way round.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import stat
@@ -25,10 +24,21 @@ from typing import Protocol, TypeVar
 
 from thermofs.fs.cache import ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
-from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, FsError, InvalidArgument, IsADir, NameTooLong,
-                                NoAttr, NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import (INLINE_SEGMENT, ROOT_INO, U64, ChunkEntry, CorruptRecord, Damaged, Inode, MetaStore,
-                              Txn)
+from thermofs.fs.errors import (
+    Exists,
+    FileTooBig,
+    FsError,
+    InvalidArgument,
+    IsADir,
+    NameTooLong,
+    NoAttr,
+    NotADir,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+)
+from thermofs.fs.meta import ROOT_INO, U64, CorruptRecord, Inode, MetaStore, Txn
 from thermofs.fs.namespace import destroy, drop_link, link_new_inode
 from thermofs.fs.openfile import AccessObserver, CreateCommits, OpenFile, PendingCreate, WriteBudget
 

@@ -28,9 +28,9 @@ from thermofs.codecs import CodecSpec
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.meta import ChunkEntry, MetaStore, Tier
 from thermofs.fs.relocate import Chunk, relocate
-from thermofs.progress import Progress
 from thermofs.policy.temperature import is_cold, is_reheated
 from thermofs.policy.tracker import FLUSH_SECONDS, Tracker
+from thermofs.progress import Progress
 
 log = logging.getLogger("thermofs.cooler")
 

@@ -93,7 +93,8 @@ def parse_age(text: str) -> float:
 def decayed(temp: Temp, now: float, half_life: float) -> float:
     """The decayed count as of ``now``."""
     age = max(0.0, now - temp.last)
-    return temp.weight * 2.0 ** (-age / half_life)
+    factor: float = 2.0 ** (-age / half_life)  # float ** float is typed Any (a negative base gives complex)
+    return temp.weight * factor
 
 
 def accessed(temp: Temp | None, now: float, half_life: float) -> Temp:

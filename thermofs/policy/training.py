@@ -16,8 +16,8 @@ from thermofs.codecs.dictionary import train_dictionaries
 from thermofs.codecs.resources import Resources
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk
-from thermofs.progress import Progress
 from thermofs.fs.meta import BLOB_DICTIONARY, BLOB_MODEL, MetaStore
+from thermofs.progress import Progress
 
 log = logging.getLogger("thermofs.training")
 
@@ -90,7 +90,7 @@ class Trainer:
             return
         with self._meta.write() as t:
             ids = [t.put_blob(BLOB_DICTIONARY, kind.encode() + b"\n" + data) for kind, data in trained]
-        for rid, (kind, data) in zip(ids, trained):
+        for rid, (kind, data) in zip(ids, trained, strict=True):
             self._resources.add_dictionary(kind, data, rid)
             report.dictionaries.append({"id": rid, "kind": kind, "bytes": len(data)})
         log.info("trained dictionaries %s", report.dictionaries)
@@ -123,8 +123,8 @@ class Trainer:
             base = self._resources.model(current) if current is not None else None
             blob = self._model_trainer(
                 samples, base, budget,
-                None if progress is None else (lambda done, total: progress(STEPS // 10 + 9 * STEPS // 10 * done // total,
-                                                                            STEPS)))
+                None if progress is None else
+                (lambda done, total: progress(STEPS // 10 + 9 * STEPS // 10 * done // total, STEPS)))
             with self._meta.write() as t:
                 rid = t.put_blob(BLOB_MODEL, blob)
             self._resources.add_model(blob, rid)

@@ -38,23 +38,33 @@ import itertools
 import os
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
+from thermofs.daemon.lock import lock_store
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk, MetaError
-from thermofs.fs.meta import (COUNTERS, HISTORY_COUNTERS, INLINE_SEGMENT, ROOT_INO, U32, U64, CorruptRecord,
-                              DamagedRecord, Inode, MetaStore, Txn, chunk_totals)
+from thermofs.fs.meta import (
+    COUNTERS,
+    HISTORY_COUNTERS,
+    INLINE_SEGMENT,
+    ROOT_INO,
+    U32,
+    U64,
+    CorruptRecord,
+    DamagedRecord,
+    Inode,
+    MetaStore,
+    Txn,
+    chunk_totals,
+)
 from thermofs.fs.resources import load_resources
 from thermofs.fs.segments import SegmentStore, segment_name
 from thermofs.fs.store import DamagedMetadata, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
-from thermofs.daemon.lock import lock_store
 from thermofs.progress import Progress
-
 
 LOST_FOUND = b"lost+found"
 EXIT_CLEAN, EXIT_DAMAGE, EXIT_ERROR = 0, 1, 2
@@ -238,7 +248,8 @@ def _damage_problems(tree: _Tree, damaged: list[DamagedRecord], chunk_size: int)
 
 # -- totals ---------------------------------------------------------------------------------------------
 
-def _totals(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
+def _totals(t: Txn, tree: _Tree, sizes: dict[int, int],
+            headers: dict[int, int]) -> tuple[dict[str, int], dict[int, int]]:
     """(every running total as it must be, true garbage bytes per existing segment)."""
     want: dict[str, int] = {name: 0 for name in COUNTERS if name not in HISTORY_COUNTERS}
     live: dict[int, int] = {}
@@ -378,7 +389,7 @@ def _check_structure(t: Txn, tree: _Tree, sizes: dict[int, int], headers: dict[i
         problems.append(Problem("lost-inode", tree.path(ino), f"inode {ino} ({_kind(inode)}, "
                                 f"{inode.size} bytes) is not reachable from the root", True, ino=ino))
     subdirs: dict[int, int] = {}
-    for (parent, _name), (child, kind) in tree.dirents.items():
+    for (parent, _name), (_child, kind) in tree.dirents.items():
         if stat.S_ISDIR(kind):
             subdirs[parent] = subdirs.get(parent, 0) + 1
     for ino in sorted(reach & set(inodes)):
@@ -472,7 +483,7 @@ def _repair(meta: MetaStore, sizes: dict[int, int], headers: dict[int, int], chu
         # Link counts and parent pointers from the repaired namespace.
         tree = _tree(t, None, [])
         subdirs: dict[int, int] = {}
-        for (parent, _name), (child, kind) in tree.dirents.items():
+        for (parent, _name), (_child, kind) in tree.dirents.items():
             if stat.S_ISDIR(kind):
                 subdirs[parent] = subdirs.get(parent, 0) + 1
         pending = {ino for ino, parent, _name in t.orphans() if not parent}

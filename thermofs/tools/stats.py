@@ -12,9 +12,9 @@ from typing import Any
 
 from thermofs.codecs import CodecTable
 from thermofs.daemon.control import ControlError, Target, call
+from thermofs.daemon.mountinfo import mount_containing, store_mountpoints
 from thermofs.fs.errors import UnusableTarget
 from thermofs.fs.meta import Txn
-from thermofs.daemon.mountinfo import mount_containing, store_mountpoints
 from thermofs.fs.segments import disk_bytes
 from thermofs.fs.store import FORMAT_FILE, open_meta, read_config
 from thermofs.policy.temperature import PolicyParams

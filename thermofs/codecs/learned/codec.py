@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thermofs.codecs.errors import BadSpec, CorruptFrame
 from thermofs.codecs.base import Buffer, Codec
+from thermofs.codecs.errors import BadSpec, CorruptFrame
 from thermofs.codecs.probe import BINARY, TEXT, Probe
 from thermofs.codecs.resources import Resources
 

@@ -28,6 +28,8 @@ primes a model on training data (on the model's own tables), or logs mixer input
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 from numba import njit
 
@@ -56,6 +58,10 @@ SENTINEL_BITS = 16
 ENCODE = 0
 DECODE = 1
 LEARN = 2  # update the model on the data, code nothing
+
+# An integer in the kernel: numba makes every integer local an int64, from a literal or from
+# np.int64() alike; to mypy those are two types, and a local may hold either.
+Int: TypeAlias = int | np.int64
 
 
 def _squash_table() -> np.ndarray:
@@ -102,7 +108,7 @@ def apm_init(rows: int) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _hash(a, k):
+def _hash(a: Int, k: Int) -> Int:
     """A 32-bit hash of a 32-bit value and a salt; all products stay below 2**63."""
     h = ((a & 0xFFFFFFFF) * 0x2C9277B5 + (k + 1) * 0x6F4F2A35) & 0xFFFFFFFF
     h ^= h >> 15
@@ -112,7 +118,7 @@ def _hash(a, k):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _count(t, i, y):
+def _count(t: np.ndarray, i: Int, y: Int) -> None:
     v = np.int64(t[i])
     p = v >> 4
     n = v & 15
@@ -126,9 +132,9 @@ def _count(t, i, y):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _dot(mw, ws, st):
+def _dot(mw: np.ndarray, ws: Int, st: np.ndarray) -> Int:
     """The weight set's output in the logistic domain, clamped to the squash table."""
-    dot = np.int64(0)
+    dot: Int = np.int64(0)
     for k in range(N_INPUTS):
         dot += np.int64(mw[ws, k]) * st[k]
     dot >>= 16
@@ -136,14 +142,15 @@ def _dot(mw, ws, st):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _train(mw, ws, st, err):
+def _train(mw: np.ndarray, ws: Int, st: np.ndarray, err: Int) -> None:
     for k in range(N_INPUTS):
         w = mw[ws, k] + ((st[k] * err) >> 14)
         mw[ws, k] = WMAX if w > WMAX else (max(w, -WMAX))
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _code(mode, y, p, x1, x2, x, src, ip, out, op):
+def _code(mode: int, y: Int, p: Int, x1: Int, x2: Int, x: Int, src: np.ndarray, ip: int, out: np.ndarray,
+          op: int) -> tuple[Int, Int, Int, Int, int, int]:
     """Code one bit ``y`` (decode: find it) with P(1) = p/4096; returns the new coder state.
     ``op`` comes back -1 when the encoder's output buffer is full."""
     xmid = x1 + ((x2 - x1) >> 12) * p
@@ -168,14 +175,17 @@ def _code(mode, y, p, x1, x2, x, src, ip, out, op):
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every):
+def run(mode: int, buf: np.ndarray, n: int, src: np.ndarray, out: np.ndarray, t1: np.ndarray, th: np.ndarray,
+        mw: np.ndarray, a1: np.ndarray, a2: np.ndarray, msm: np.ndarray, ht: np.ndarray, lr: int, log: np.ndarray,
+        log_every: int) -> int:
     """Code (or learn) ``n`` bytes of ``buf``.
 
     ENCODE: ``buf`` is the input, the code goes to ``out``; returns its length, or -1 if ``out`` is
     too small. DECODE: ``src`` is the code, ``buf`` receives the bytes; returns 0, or -1 when the
     code is inconsistent (sentinel or length). LEARN: updates the tables, returns 0.
     ``log`` (rows of LOG_COLS: the two weight sets, the inputs, the bit) receives every
-    ``log_every``-th bit while rows are left; pass a 0-row array for none. ``ht`` is the match model's hash table (zeroed by the caller).
+    ``log_every``-th bit while rows are left; pass a 0-row array for none. ``ht`` is the match
+    model's hash table (zeroed by the caller).
     """
     hbits = 0
     while (1 << (hbits + 1)) <= th.shape[1]:
@@ -194,14 +204,14 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
     st = np.zeros(N_INPUTS, np.int64)
     st[N_INPUTS - 1] = 256
 
-    x1 = np.int64(0)
-    x2 = np.int64(0xFFFFFFFF)
-    x = np.int64(0)
+    x1: Int = np.int64(0)
+    x2: Int = np.int64(0xFFFFFFFF)
+    x: Int = np.int64(0)
     ip = 0
     op = 0
     srclen = src.shape[0]
     outcap = out.shape[0]
-    y = np.int64(0)
+    y: Int = np.int64(0)
     if mode == DECODE:
         for _ in range(4):
             x = (x << 8) | (np.int64(src[ip]) if ip < srclen else 0)
@@ -209,16 +219,16 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
 
     c4 = np.int64(0)
     c8 = np.int64(0)
-    word = np.int64(0)
+    word: Int = np.int64(0)
     for k in range(N_HASHED):
         hb[k] = _hash(0, k)
     mlen = 0
-    mptr = 0
+    mptr: Int = 0
 
     for pos in range(n):
         c = np.int64(buf[pos]) if mode != DECODE else np.int64(0)
         c0 = np.int64(1)
-        j = np.int64(1)
+        j: Int = np.int64(1)
         c1 = c4 & 0xFF
         ebyte = np.int64(buf[mptr]) | 256 if mlen > 0 else np.int64(0)
         h2 = c1 << 8
@@ -242,7 +252,7 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
             for k in range(N_HASHED):
                 idx[k] = base[k] + j
                 st[k + 1] = STRETCH[th[k, idx[k]] >> 4]
-            mctx = -1
+            mctx: Int = -1
             if ebyte != 0 and (ebyte >> (8 - bit)) == c0:
                 ebit = (ebyte >> (7 - bit)) & 1
                 ml = min(15, mlen)
@@ -307,10 +317,7 @@ def run(mode, buf, n, src, out, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)
         # --- byte boundary: contexts
         c8 = ((c8 << 8) | (c4 >> 24)) & 0xFFFFFFFF
         c4 = ((c4 << 8) | c) & 0xFFFFFFFF
-        if (c >= 97 and c <= 122) or (c >= 65 and c <= 90):
-            word = _hash(word + (c | 32), 5)
-        else:
-            word = 0
+        word = _hash(word + (c | 32), 5) if (c >= 97 and c <= 122) or (c >= 65 and c <= 90) else 0
         hb[0] = _hash(c4 & 0xFFFF, 0)
         hb[1] = _hash(c4 & 0xFFFFFF, 1)
         hb[2] = _hash(c4, 2)
@@ -361,7 +368,8 @@ def no_log() -> np.ndarray:
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def learn_log(buf, n, t1, th, mw, a1, a2, msm, ht, lr, log, log_every):
+def learn_log(buf: np.ndarray, n: int, t1: np.ndarray, th: np.ndarray, mw: np.ndarray, a1: np.ndarray,
+              a2: np.ndarray, msm: np.ndarray, ht: np.ndarray, lr: int, log: np.ndarray, log_every: int) -> int:
     """LEARN mode that also returns how many log rows were written."""
     dummy = np.zeros(0, np.uint8)
     return run(LEARN, buf, n, dummy, dummy, t1, th, mw, a1, a2, msm, ht, lr, log, log_every)

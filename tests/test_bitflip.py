@@ -28,7 +28,7 @@ from thermofs.codecs import CodecError
 from thermofs.fs.errors import FsError, StoreError
 from thermofs.daemon.options import MountOptions
 from thermofs.daemon.assembly import open_volume
-from thermofs.daemon.operations import _errno_of
+from thermofs.daemon.errnos import errno_of
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import fsck
 
@@ -106,7 +106,7 @@ def outcome(fn: Any) -> tuple[str, Any]:
     try:
         return "ok", fn()
     except (FsError, CodecError) as e:
-        return "errno", _errno_of(e)
+        return "errno", errno_of(e)
 
 
 def survey(store: Path, content: dict[str, Any]) -> tuple[list[str], dict[tuple[int, int], bytes]]:

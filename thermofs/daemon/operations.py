@@ -19,44 +19,13 @@ import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
 from thermofs.daemon.binding import configure_fuse
-from thermofs.fs.errors import (
-    CorruptChunk,
-    Exists,
-    FileTooBig,
-    FsError,
-    InvalidArgument,
-    IsADir,
-    MetaError,
-    NameTooLong,
-    NoAttr,
-    NoSpace,
-    NotADir,
-    NotEmpty,
-    NotFound,
-    NotPermitted,
-    NotSupported,
-)
+from thermofs.daemon.errnos import errno_of
+from thermofs.fs.errors import FsError, InvalidArgument
 from thermofs.fs.meta import Inode
 from thermofs.fs.volume import Volume
 
 log = logging.getLogger("thermofs.operations")
 
-ERRNO: dict[type[Exception], int] = {
-    NotFound: errno.ENOENT,
-    Exists: errno.EEXIST,
-    NotEmpty: errno.ENOTEMPTY,
-    NotADir: errno.ENOTDIR,
-    IsADir: errno.EISDIR,
-    InvalidArgument: errno.EINVAL,
-    NotPermitted: errno.EPERM,
-    NameTooLong: errno.ENAMETOOLONG,
-    NoAttr: errno.ENODATA,
-    NotSupported: errno.EOPNOTSUPP,
-    NoSpace: errno.ENOSPC,
-    FileTooBig: errno.EFBIG,
-    CorruptChunk: errno.EIO,
-    MetaError: errno.EIO,
-}
 # libfuse passes these in tv_nsec (with tv_sec 0) for "leave unchanged" and "set to now".
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -67,13 +36,6 @@ HIDDEN_PREFIX = ".fuse_hidden"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _errno_of(e: Exception) -> int:
-    for cls in type(e).__mro__:
-        if cls in ERRNO:
-            return ERRNO[cls]
-    return errno.EIO
-
-
 def translate(fn: F) -> F:
     """Turn domain errors into FuseOSError and log the ones that mean damage; anything else is EIO
     with its traceback logged here, once (mfusepy would answer EINVAL, the caller's mistake)."""
@@ -82,7 +44,7 @@ def translate(fn: F) -> F:
         try:
             return fn(self, *args)
         except (FsError, CodecError) as e:
-            code = _errno_of(e)
+            code = errno_of(e)
             if code == errno.EIO:
                 log.error("%s%r: %s", fn.__name__, args[:1], e)
             raise mfusepy.FuseOSError(code) from e

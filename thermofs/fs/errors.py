@@ -1,4 +1,4 @@
-"""Errors of the filesystem layers; ``fs.operations`` alone maps them to errno values."""
+"""Errors of the filesystem layers; ``daemon.errnos`` alone maps them to errno values."""
 
 
 class FsError(Exception):

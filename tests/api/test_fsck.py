@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Mount
-from tests.test_corruption import _chunk_map as chunk_map
+from tests.mount.test_corruption import _chunk_map as chunk_map
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, MetaStore
 from thermofs.daemon.assembly import open_volume

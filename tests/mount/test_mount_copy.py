@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Mount, require_tool
 
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 STDLIB_PACKAGES = ("json", "email", "http", "xml", "asyncio", "unittest", "logging", "concurrent",
                    "importlib", "urllib")

@@ -69,7 +69,7 @@ def _parse_list(path: Path) -> list[list[str]]:
 
 
 def child_main(mnt: str, list_file: str, round_no: int, seed: int, rewrite: str) -> None:
-    """The writer, run in a subprocess: ``python -c 'from tests.test_crash import child_main; ...'``.
+    """The writer, run in a subprocess: ``python -c 'from tests.mount.test_crash import child_main; ...'``.
 
     ``rewrite``: how an existing file is rewritten: ``o_trunc`` (open with O_TRUNC, as shells and
     most programs do) or ``ftruncate`` (open, then ftruncate to 0).
@@ -166,7 +166,7 @@ def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], tmp_path: P
     for round_no in range(ROUNDS):
         with open(out_file, "ab") as out:
             child = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from tests.test_crash import child_main; "
+                [sys.executable, "-c", "import sys; from tests.mount.test_crash import child_main; "
                  "child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])",
                  str(m.mountpoint), str(list_file), str(round_no), str(SEED + round_no), rewrite],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REPO, Mount
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
-ARCHIVE = Path(__file__).parent / "data" / "store-format1.tar.xz"
+ARCHIVE = Path(__file__).parents[1] / "data" / "store-format1.tar.xz"
 
 
 def expected() -> dict[str, bytes]:

@@ -15,7 +15,7 @@ from thermofs.codecs.learned import LearnedCodec
 from thermofs.codecs.learned.model import Model
 from thermofs.codecs.learned.train import train_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHUNK = 1 << 16
 
 

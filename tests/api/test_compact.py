@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, Mount
-from tests.test_fsck import GID, UID, run
+from tests.api.test_fsck import GID, UID, run
 from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, mkfs

@@ -16,7 +16,7 @@ from thermofs.codecs import BadSpec, CodecSpec, CodecTable, CorruptFrame, decode
 from thermofs.codecs.frame import FRAME_VERSION, HEADER_SIZE, MAGIC
 from thermofs.codecs.table import RawCodec, ZstdCodec
 
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 CORPUS_FILES = sorted(p for p in CORPORA.glob("*/*") if p.is_file()) if CORPORA.is_dir() else []
 # A 64 KiB chunk, the volume default; corpus files are cut into chunks of this size as the volume does.
 CHUNK = 64 << 10

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "thermofs"
 # Lower numbers sit lower; a module may import its own layer and the ones below.
 LAYERS = {"progress": 0, "codecs": 1, "fs": 2, "policy": 3, "daemon": 4, "tools": 5, "cli": 6, "__main__": 6}

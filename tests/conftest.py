@@ -1,24 +1,38 @@
-"""Fixtures for real mounts: every mount is unmounted in teardown, also when the test or the daemon failed."""
+"""Harnesses the tests share, as fixtures: real mounts (every mount is unmounted in teardown, also when
+the test or the daemon failed), the thermofs command in a subprocess, a chunk map read from a store, a
+clock a test moves by hand, the shared corpora and a store of format 1."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import json
 import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from thermofs.daemon.mountinfo import answers, mount_source
+from thermofs.fs.meta import ChunkEntry, MetaStore
 from thermofs.fs.store import StoreConfig, mkfs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# A store written through a real mount by the last format-1 code (see tests/mount/test_upgrade.py).
+FORMAT1_ARCHIVE = Path(__file__).parent / "data" / "store-format1.tar.xz"
+THERMOFS = [sys.executable, "-m", "thermofs"]
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+ChunkMap = Callable[[Path, int], dict[int, ChunkEntry]]
+RequireTool = Callable[[str], str]
+StatsJson = Callable[..., dict[str, Any]]
 # Lines the daemon log may hold without failing the test (none: libfuse's "Ignoring invalid max
 # threads value" is gone since the daemon passes a valid max_idle_threads).
 BENIGN_LOG: tuple[str, ...] = ()
@@ -141,8 +155,90 @@ def mount(make_mount: Callable[..., Mount]) -> Mount:
     return make_mount()
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed")
-    return path
+@pytest.fixture
+def require_tool() -> RequireTool:
+    """``require_tool(name)``: the path of a program; the test is skipped when it is not installed."""
+
+    def require_tool(name: str) -> str:
+        path = shutil.which(name)
+        if path is None:
+            pytest.skip(f"{name} is not installed")
+        return path
+
+    return require_tool
+
+
+# -- the command line, stores, clocks, data --------------------------------------------------------------
+
+@pytest.fixture
+def repo() -> Path:
+    """The checkout under test: PYTHONPATH (or cwd) of a subprocess that must run this code."""
+    return REPO
+
+
+@pytest.fixture
+def run() -> Run:
+    """``run(*args, prefix=(), timeout=300)``: ``thermofs ARGS`` in a subprocess running this checkout's
+    code, without stdin, its output captured as text; ``prefix``: a command it runs under (setpriv...)."""
+
+    def run(*args: str | Path, prefix: Sequence[str] = (), timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, *THERMOFS, *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    return run
+
+
+@pytest.fixture
+def stats_json(run: Run) -> StatsJson:
+    """``stats_json(*args)``: what ``thermofs stats --json ARGS`` prints, parsed (the command must succeed)."""
+
+    def stats_json(*args: str | Path) -> dict[str, Any]:
+        r = run("stats", "--json", *args)
+        assert r.returncode == 0, f"thermofs stats failed: {r.stderr}"
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+    return stats_json
+
+
+@pytest.fixture
+def chunk_map() -> ChunkMap:
+    """``chunk_map(store, ino)``: chunk index -> entry of one file, read from the store's metadata."""
+
+    def chunk_map(store: Path, ino: int) -> dict[int, ChunkEntry]:
+        meta = MetaStore(store / "meta.lmdb", readonly=True)
+        try:
+            with meta.read() as t:
+                return dict(t.chunks_of(ino))
+        finally:
+            meta.close()
+
+    return chunk_map
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 400``), for the policy's idea of time."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def corpora() -> Path:
+    """The shared corpora of real files (text, source, images, floats...), next to the checkout."""
+    return SHARED / "corpora"
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    """A store of format 1 (tests/data/store-format1.tar.xz), unpacked into the test's directory."""
+    with tarfile.open(FORMAT1_ARCHIVE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "store"

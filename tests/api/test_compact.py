@@ -14,12 +14,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import REPO, Mount
-from tests.api.test_fsck import GID, UID, run
 from thermofs.daemon.assembly import OpenVolume, open_volume
 from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, mkfs
@@ -27,7 +25,11 @@ from thermofs.fs import compaction as compact_mod
 from thermofs.fs.compaction import CompactReport, compact
 from thermofs.tools.fsck import fsck
 
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run
+
 CS = 4096
+UID, GID = os.getuid(), os.getgid()
 
 
 def run_compact(parts: OpenVolume, **kwargs: Any) -> CompactReport:
@@ -239,11 +241,11 @@ print("finished without being killed")
 
 
 @pytest.mark.parametrize("where", ["after-sync", "after-swap", "while-deleting"])
-def test_kill_9_mid_compaction(tmp_path: Path, where: str) -> None:
+def test_kill_9_mid_compaction(tmp_path: Path, repo: Path, where: str) -> None:
     store = tmp_path / "store"
     files = churned_store(store)
     r = subprocess.run([sys.executable, "-c", KILLER, str(store), where], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+                       env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120)
     assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
     # The store is consistent (at most frames nothing points at), every byte is there.
     report = fsck(store)
@@ -329,7 +331,7 @@ def test_concurrent_writers_and_in_flight_frames(tmp_path: Path, monkeypatch: py
     assert fsck(store).problems == []
 
 
-def test_cli_compact_offline_and_mounted(tmp_path: Path, make_mount: Callable[..., Mount]) -> None:
+def test_cli_compact_offline_and_mounted(tmp_path: Path, make_mount: Callable[..., Mount], run: Run) -> None:
     r = run("compact", "--help")
     assert r.returncode == 0 and "Safe to interrupt" in r.stdout
     r = run("compact", tmp_path / "nowhere")

@@ -9,25 +9,27 @@ import os
 import random
 import shutil
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import REPO, Mount
-from tests.mount.test_corruption import _chunk_map as chunk_map
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, MetaStore
 from thermofs.daemon.assembly import open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import EXIT_CLEAN, EXIT_DAMAGE, FsckReport, fsck
 
+if TYPE_CHECKING:
+    from tests.conftest import ChunkMap, Mount, Run
+
 CS = 4096
 UID, GID = os.getuid(), os.getgid()
-THERMOFS = [sys.executable, "-m", "thermofs"]
+# As root without the capabilities that let root ignore file permissions (so that a permission test
+# means something when the tests run as root).
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 def build(store: Path, seed: int = 1) -> dict[str, bytes]:
@@ -120,7 +122,8 @@ def test_clean_store_is_clean(store: tuple[Path, dict[str, bytes]]) -> None:
     assert read_back(path, files) == files
 
 
-def test_flipped_byte_is_reported_with_path_and_range_and_kept(store: tuple[Path, dict[str, bytes]]) -> None:
+def test_flipped_byte_is_reported_with_path_and_range_and_kept(store: tuple[Path, dict[str, bytes]],
+                                                               chunk_map: ChunkMap) -> None:
     path, files = store
     entries = chunk_map(path, ino_of(path, "/docs/deep/b.bin"))
     e = entries[2]
@@ -267,16 +270,7 @@ def test_directory_cycle_is_broken_into_lost_found(store: tuple[Path, dict[str, 
 
 # -- command line ---------------------------------------------------------------------------------------
 
-def run(*args: str | Path, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
-    """The command in a subprocess; ``unprivileged``: as root without the capabilities that let root
-    ignore file permissions (so a permission test means something when the tests run as root)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if unprivileged else []
-    return subprocess.run([*drop, *THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL, env=env)
-
-
-def test_cli_exit_codes_and_json(store: tuple[Path, dict[str, bytes]]) -> None:
+def test_cli_exit_codes_and_json(store: tuple[Path, dict[str, bytes]], run: Run) -> None:
     path, _files = store
     r = run("fsck", "--help")
     assert r.returncode == 0 and "Exit status: 0 clean" in r.stdout and "--repair" in r.stdout
@@ -296,7 +290,7 @@ def test_cli_exit_codes_and_json(store: tuple[Path, dict[str, bytes]]) -> None:
     assert run("fsck", path).returncode == 0
 
 
-def test_cli_misuse(tmp_path: Path, store: tuple[Path, dict[str, bytes]]) -> None:
+def test_cli_misuse(tmp_path: Path, store: tuple[Path, dict[str, bytes]], run: Run) -> None:
     path, _files = store
     r = run("fsck", tmp_path / "nowhere")
     assert r.returncode == 2 and "no such store" in r.stderr
@@ -312,7 +306,8 @@ def test_cli_misuse(tmp_path: Path, store: tuple[Path, dict[str, bytes]]) -> Non
     (path / "thermofs.json").write_text(json.dumps(record))
 
 
-def test_store_directory_without_write_permission_is_checked(store: tuple[Path, dict[str, bytes]]) -> None:
+def test_store_directory_without_write_permission_is_checked(store: tuple[Path, dict[str, bytes]],
+                                                             run: Run) -> None:
     """The lock is a flock on the directory: it needs no write permission, so neither does fsck."""
     path, _files = store
     if shutil.which("setpriv") is None:
@@ -320,14 +315,14 @@ def test_store_directory_without_write_permission_is_checked(store: tuple[Path, 
     (path / "lock").unlink(missing_ok=True)
     os.chmod(path, 0o555)  # readable, not writable
     try:
-        r = run("fsck", path, unprivileged=True)
+        r = run("fsck", path, prefix=UNPRIVILEGED)
         assert r.returncode == 0 and "clean" in r.stdout, (r.stdout, r.stderr)
         assert not (path / "lock").exists()  # nothing was written
     finally:
         os.chmod(path, 0o700)
 
 
-def test_mounted_store_is_refused(make_mount: Callable[..., Mount]) -> None:
+def test_mounted_store_is_refused(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount(chunk_size=CS)
     (m.mountpoint / "f").write_bytes(b"mounted")
     r = run("fsck", m.store)

@@ -7,10 +7,10 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import SHARED
 from thermofs.fs.meta import ChunkEntry, MetaStore, Tier
 from thermofs.daemon.options import MountOptions
 from thermofs.daemon.assembly import OpenVolume, open_volume
@@ -19,6 +19,9 @@ from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.policy.temperature import (DEDUP_SECONDS, PolicyParams, Temp, accessed, decayed, is_cold,
                                          is_reheated, merged, parse_age)
 from thermofs.policy.tracker import Tracker
+
+if TYPE_CHECKING:
+    from tests.conftest import Clock
 
 UID, GID = os.getuid(), os.getgid()
 K64 = 64 << 10
@@ -83,16 +86,7 @@ def test_params_are_validated() -> None:
 
 # -- the tracker -----------------------------------------------------------------------------------------
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_tracker_batches_and_survives_reopen(tmp_path: Path) -> None:
-    clock = Clock()
+def test_tracker_batches_and_survives_reopen(tmp_path: Path, clock: Clock) -> None:
     meta = MetaStore(tmp_path / "m", create=True)
     tr = Tracker(meta, P, clock)
     tr.touch(7, 0, 3)
@@ -120,10 +114,9 @@ def test_tracker_batches_and_survives_reopen(tmp_path: Path) -> None:
 # -- the cooler over a real store --------------------------------------------------------------------------
 
 @pytest.fixture
-def vol(tmp_path: Path) -> Iterator[tuple[OpenVolume, Clock]]:
+def vol(tmp_path: Path, clock: Clock) -> Iterator[tuple[OpenVolume, Clock]]:
     store = tmp_path / "store"
     mkfs(store, StoreConfig(cold_codec="zstd:19"))
-    clock = Clock()
     parts = open_volume(store, options=MountOptions(cooler=False), clock=clock)
     yield parts, clock
     parts.close()
@@ -268,12 +261,11 @@ def test_readers_during_cooling_see_exact_bytes(vol: tuple[OpenVolume, Clock]) -
     assert not errors, errors[:3]
 
 
-def test_reheated_slow_codec_chunks_are_promoted(tmp_path: Path) -> None:
+def test_reheated_slow_codec_chunks_are_promoted(tmp_path: Path, clock: Clock) -> None:
     """Promotion re-encodes re-heated chunks with the hot codec when their codec is slow to decode
     (here zstd is declared slow, standing in for the learned codec)."""
     store = tmp_path / "store"
     mkfs(store, StoreConfig(cold_codec="zstd:19"))
-    clock = Clock()
     parts = open_volume(store, options=MountOptions(cooler=False), clock=clock)
     try:
         ino = _write(parts, "/f", _text(2 * K64, 4))
@@ -291,11 +283,11 @@ def test_reheated_slow_codec_chunks_are_promoted(tmp_path: Path) -> None:
         parts.close()
 
 
-def test_cold_codec_best_trains_dictionaries_and_stores_smaller(tmp_path: Path) -> None:
+def test_cold_codec_best_trains_dictionaries_and_stores_smaller(tmp_path: Path, corpora: Path) -> None:
     """mkfs --cold-codec best, then cool --now: the first pass trains the volume's dictionaries
     (persisted before any frame names them), chunks land in the codec that wins, and a reopened
     volume reads every byte back; the same data cooled with zstd -19 takes more space."""
-    corpus = sorted(p for p in (SHARED / "corpora").rglob("*") if p.is_file())
+    corpus = sorted(p for p in corpora.rglob("*") if p.is_file())
     data = {f"/{i}": p.read_bytes() for i, p in enumerate(corpus)}
     stored = {}
     for cold in ("zstd:19", "best"):

@@ -5,25 +5,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
 from thermofs.daemon.mountinfo import mount_source
 
-THERMOFS = [sys.executable, "-m", "thermofs"]
-
-
-def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run
 
 
 @pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "cool", "compact", "fsck", "train"])
-def test_every_command_has_help(command: str) -> None:
+def test_every_command_has_help(command: str, run: Run) -> None:
     r = run(command, "--help")
     assert r.returncode == 0 and "Usage:" in r.stdout
 
@@ -38,13 +33,13 @@ def test_every_command_has_help(command: str) -> None:
     (["--policy", "hot_count=1"], "hysteresis"),
     (["--policy", "warmth=3"], "unknown policy parameter"),
 ])
-def test_mkfs_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+def test_mkfs_rejects_bad_options(tmp_path: Path, args: list[str], message: str, run: Run) -> None:
     r = run("mkfs", tmp_path / "store", *args)
     assert r.returncode != 0 and message in r.stderr
     assert not (tmp_path / "store" / "thermofs.json").exists()
 
 
-def test_policy_from_mkfs_and_mount_options(tmp_path: Path) -> None:
+def test_policy_from_mkfs_and_mount_options(tmp_path: Path, run: Run) -> None:
     store = tmp_path / "store"
     r = run("mkfs", store, "--policy", "cold_age=10m,hot_count=5")
     assert r.returncode == 0, r.stderr
@@ -56,7 +51,7 @@ def test_policy_from_mkfs_and_mount_options(tmp_path: Path) -> None:
     assert r.returncode != 0 and "bad age" in r.stderr
 
 
-def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path, run: Run) -> None:
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "precious").write_text("keep me")
     r = run("mkfs", tmp_path / "store")
@@ -64,7 +59,7 @@ def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     assert (tmp_path / "store" / "precious").read_text() == "keep me"
 
 
-def test_mount_misuse_gives_clear_errors(tmp_path: Path) -> None:
+def test_mount_misuse_gives_clear_errors(tmp_path: Path, run: Run) -> None:
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     assert run("mkfs", store).returncode == 0
     r = run("mount", tmp_path / "nostore", mnt)
@@ -84,7 +79,7 @@ def test_mount_misuse_gives_clear_errors(tmp_path: Path) -> None:
     assert mount_source(mnt) is None
 
 
-def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
+def test_unknown_format_version_is_refused(tmp_path: Path, run: Run) -> None:
     store = tmp_path / "store"
     assert run("mkfs", store).returncode == 0
     record = json.loads((store / "thermofs.json").read_text())
@@ -97,7 +92,7 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
     assert r.returncode != 0 and "format version 99" in r.stderr
 
 
-def test_second_mount_of_a_store_is_refused(mount: Mount, tmp_path: Path) -> None:
+def test_second_mount_of_a_store_is_refused(mount: Mount, tmp_path: Path, run: Run) -> None:
     (tmp_path / "other").mkdir()
     r = run("mount", mount.store, tmp_path / "other")
     assert r.returncode != 0 and "in use" in r.stderr
@@ -106,7 +101,7 @@ def test_second_mount_of_a_store_is_refused(mount: Mount, tmp_path: Path) -> Non
     assert (mount.mountpoint / "still").read_bytes() == b"works"
 
 
-def test_daemon_mount_returns_when_ready_and_unmounts(tmp_path: Path) -> None:
+def test_daemon_mount_returns_when_ready_and_unmounts(tmp_path: Path, run: Run) -> None:
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     mnt.mkdir()
     assert run("mkfs", store).returncode == 0
@@ -125,7 +120,7 @@ def test_daemon_mount_returns_when_ready_and_unmounts(tmp_path: Path) -> None:
     assert "mounting" in log and "Ignoring invalid max threads" not in log
 
 
-def test_stats_json_contract(make_mount: Callable[..., Mount]) -> None:
+def test_stats_json_contract(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount()
     text = (b"all work and no play makes jack a dull boy\n" * 5000)
     (m.mountpoint / "a.txt").write_bytes(text)

@@ -10,8 +10,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.conftest import Mount, require_tool
+if TYPE_CHECKING:
+    from tests.conftest import Mount, RequireTool
 
 CHUNK = 64 << 10
 
@@ -208,7 +210,7 @@ def test_no_hidden_file_outlives_the_last_close(mount: Mount) -> None:
     assert all((m / "kept" / name).read_bytes() == b"x" * 100 for name in kept)
 
 
-def test_git_leaves_no_hidden_file_and_its_repository_checks_clean(mount: Mount) -> None:
+def test_git_leaves_no_hidden_file_and_its_repository_checks_clean(mount: Mount, require_tool: RequireTool) -> None:
     """Regression: git left .fuse_hidden* files in .git/objects after every git process had ended
     (3 of 4 runs of add, commit and gc over a copy of the standard library); git fsck then reported
     "bad sha1 file". git writes an object to a temporary file, closes it, links it to its name and

@@ -8,12 +8,14 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
 from thermofs.codecs.frame import HEADER_SIZE
-from thermofs.fs.meta import ChunkEntry, MetaStore
+
+if TYPE_CHECKING:
+    from tests.conftest import ChunkMap, Mount
 
 CHUNK = 64 << 10
 RAW_ID, ZSTD_ID = 0, 1
@@ -32,15 +34,6 @@ def _file_data(rng: random.Random, nchunks: int, tail: int) -> bytes:
     return b"".join(parts)
 
 
-def _chunk_map(store: Path, ino: int) -> dict[int, ChunkEntry]:
-    meta = MetaStore(store / "meta.lmdb", readonly=True)
-    try:
-        with meta.read() as t:
-            return dict(t.chunks_of(ino))
-    finally:
-        meta.close()
-
-
 def _segment(store: Path, seg: int) -> Path:
     return store / "segments" / f"{seg:08d}.seg"
 
@@ -52,7 +45,7 @@ def _expect_eio(fn: Callable[[], object], what: str) -> None:
 
 
 @pytest.mark.parametrize("damage", ["payload-zstd", "payload-raw", "header", "truncate"])
-def test_damaged_frame_reads_eio(make_mount: Callable[..., Mount], damage: str) -> None:
+def test_damaged_frame_reads_eio(make_mount: Callable[..., Mount], chunk_map: ChunkMap, damage: str) -> None:
     rng = random.Random(7)
     m = make_mount(chunk_size=CHUNK, expect_log_errors=True)
     files = {"a": _file_data(rng, 6, 1234), "b": _file_data(rng, 4, 5000), "c": _file_data(rng, 5, 3000)}
@@ -67,7 +60,7 @@ def test_damaged_frame_reads_eio(make_mount: Callable[..., Mount], damage: str) 
         assert p.read_bytes() == data
     m.stop()
 
-    maps = {name: _chunk_map(m.store, ino) for name, ino in inos.items()}
+    maps = {name: chunk_map(m.store, ino) for name, ino in inos.items()}
     for name, data in files.items():
         assert sorted(maps[name]) == list(range(-(-len(data) // CHUNK))), f"{name}: unexpected chunk map"
 

@@ -10,7 +10,6 @@ must work on the crashed store and agree with what the mount shows.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -19,10 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import REPO, Mount
+if TYPE_CHECKING:
+    from tests.conftest import Mount, StatsJson
 
 SEED = int(os.environ.get("THERMOFS_TEST_SEED", "4242"))
 ROUNDS = 2
@@ -69,7 +70,7 @@ def _parse_list(path: Path) -> list[list[str]]:
 
 
 def child_main(mnt: str, list_file: str, round_no: int, seed: int, rewrite: str) -> None:
-    """The writer, run in a subprocess: ``python -c 'from tests.mount.test_crash import child_main; ...'``.
+    """The writer, run in a subprocess: ``python test_crash.py MNT LIST_FILE ROUND SEED REWRITE``.
 
     ``rewrite``: how an existing file is rewritten: ``o_trunc`` (open with O_TRUNC, as shells and
     most programs do) or ``ftruncate`` (open, then ftruncate to 0).
@@ -134,13 +135,6 @@ def _read_everything(root: Path) -> dict[str, bytes]:
     return out
 
 
-def _stats(target: Path) -> dict[str, object]:
-    r = subprocess.run([sys.executable, "-m", "thermofs", "stats", str(target), "--json"],
-                       capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert r.returncode == 0, f"thermofs stats failed: {r.stderr}"
-    return json.loads(r.stdout)
-
-
 def _wait_for_records(list_file: Path, child: subprocess.Popen[bytes], want: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,7 +151,8 @@ def _wait_for_records(list_file: Path, child: subprocess.Popen[bytes], want: int
     "ftruncate",
     "o_trunc",
 ])
-def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], tmp_path: Path, rewrite: str) -> None:
+def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], stats_json: StatsJson, tmp_path: Path,
+                                   rewrite: str) -> None:
     print(f"seed {SEED}, rewrites by {rewrite}")
     rng = random.Random(SEED)
     m = make_mount(chunk_size=64 << 10)
@@ -166,10 +161,8 @@ def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], tmp_path: P
     for round_no in range(ROUNDS):
         with open(out_file, "ab") as out:
             child = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from tests.mount.test_crash import child_main; "
-                 "child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])",
-                 str(m.mountpoint), str(list_file), str(round_no), str(SEED + round_no), rewrite],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+                [sys.executable, __file__, str(m.mountpoint), str(list_file), str(round_no), str(SEED + round_no),
+                 rewrite], stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         try:
             _wait_for_records(list_file, child, want=25 * (round_no + 1), timeout=60)
             time.sleep(rng.uniform(0.0, 0.4))  # land the kill at a random point of a write
@@ -180,7 +173,7 @@ def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], tmp_path: P
             child.wait(30)
 
         # The crashed store: stats works offline, before any remount.
-        crashed = _stats(m.store)
+        crashed = stats_json(m.store)
         assert crashed["files"] >= 1
 
         m.start()
@@ -209,7 +202,7 @@ def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], tmp_path: P
         print(f"round {round_no}: {checked} fsync'd files verified, {len(files)} files on the volume")
 
         # Counters survive the crash consistently with what the mount shows.
-        stats = _stats(m.store)
+        stats = stats_json(m.store)
         assert stats["files"] == len(files)
         assert stats["logical_bytes"] == sum(len(b) for b in files.values())
         assert stats["chunks"] >= 1 and stats["stored_bytes"] > 0
@@ -218,3 +211,7 @@ def test_kill9_during_heavy_writes(make_mount: Callable[..., Mount], tmp_path: P
     before = _read_everything(m.mountpoint)
     m.remount()
     assert _read_everything(m.mountpoint) == before
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])

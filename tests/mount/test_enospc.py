@@ -9,11 +9,14 @@ import random
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
 from thermofs.daemon.mountinfo import mount_source
+
+if TYPE_CHECKING:
+    from tests.conftest import Mount
 
 TMPFS_SIZE = "24m"
 STEP = 1 << 20

@@ -3,24 +3,18 @@ or unusable target, 130 interrupted."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
 from thermofs.daemon.mountinfo import mount_source
 
-THERMOFS = [sys.executable, "-m", "thermofs"]
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run
 
 
-def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def test_the_exit_status_rule_is_in_the_help() -> None:
+def test_the_exit_status_rule_is_in_the_help(run: Run) -> None:
     r = run("--help")
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
@@ -29,7 +23,7 @@ def test_the_exit_status_rule_is_in_the_help() -> None:
 
 
 @pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "fsck", "cool", "compact", "train"])
-def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
+def test_not_a_store_exits_2(tmp_path: Path, command: str, run: Run) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "precious").write_text("not a store")
@@ -59,7 +53,7 @@ def test_not_a_store_exits_2(tmp_path: Path, command: str) -> None:
     ("compact", ["--min-garbage", "150"], "150"),
     ("train", ["--budget", "forever"], "bad age"),
 ])
-def test_a_bad_value_exits_2(tmp_path: Path, command: str, args: list[str], message: str) -> None:
+def test_a_bad_value_exits_2(tmp_path: Path, command: str, args: list[str], message: str, run: Run) -> None:
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     mnt.mkdir()
     assert run("mkfs", store).returncode == 0
@@ -69,7 +63,7 @@ def test_a_bad_value_exits_2(tmp_path: Path, command: str, args: list[str], mess
     assert mount_source(mnt) is None
 
 
-def test_an_unreachable_daemon_exits_2(mount: Mount) -> None:
+def test_an_unreachable_daemon_exits_2(mount: Mount, run: Run) -> None:
     (mount.store / "control.sock").unlink()  # the daemon serves the mount, its admin socket is gone
     r = run("cool", mount.mountpoint)
     assert r.returncode == 2 and "cannot reach the daemon" in r.stderr, r.stderr

@@ -8,24 +8,25 @@ import subprocess
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount, require_tool
+if TYPE_CHECKING:
+    from tests.conftest import Mount, RequireTool
 
-CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 STDLIB_PACKAGES = ("json", "email", "http", "xml", "asyncio", "unittest", "logging", "concurrent",
                    "importlib", "urllib")
 
 
-def _sources() -> list[Path]:
-    if not CORPORA.is_dir():
-        pytest.skip(f"shared corpora not found at {CORPORA}")
+def _sources(corpora: Path) -> list[Path]:
+    if not corpora.is_dir():
+        pytest.skip(f"shared corpora not found at {corpora}")
     pkgs = [STDLIB / p for p in STDLIB_PACKAGES if (STDLIB / p).is_dir()]
     if len(pkgs) < len(STDLIB_PACKAGES):
         pytest.skip("some standard library packages are missing")
-    return [CORPORA, *pkgs]
+    return [corpora, *pkgs]
 
 
 def _diff(src: Path, dst: Path) -> None:
@@ -97,14 +98,15 @@ def _extras(root: Path) -> Path:
     return root
 
 
-def test_cp_a_diff_remount(make_mount: Callable[..., Mount], tmp_path: Path) -> None:
+def test_cp_a_diff_remount(make_mount: Callable[..., Mount], tmp_path: Path, corpora: Path,
+                           require_tool: RequireTool) -> None:
     require_tool("cp")
     require_tool("diff")
-    sources = [*_sources(), _extras(tmp_path / "extras")]
+    sources = [*_sources(corpora), _extras(tmp_path / "extras")]
     m = make_mount()
     targets = []
     for src in sources:
-        dst = m.mountpoint / ("corpora" if src == CORPORA else "extras" if src.name == "extras"
+        dst = m.mountpoint / ("corpora" if src == corpora else "extras" if src.name == "extras"
                               else f"stdlib-{src.name}")
         r = subprocess.run(["cp", "-a", str(src), str(dst)], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, f"cp -a {src} failed: {r.stderr[-3000:]}"
@@ -117,12 +119,12 @@ def test_cp_a_diff_remount(make_mount: Callable[..., Mount], tmp_path: Path) -> 
     _check_extras(tmp_path / "extras", m.mountpoint / "extras")
 
     # A few files, checked through os.stat explicitly (what ls -l shows).
-    picked = [CORPORA / "canterbury", STDLIB / "json" / "__init__.py", STDLIB / "email" / "message.py",
+    picked = [corpora / "canterbury", STDLIB / "json" / "__init__.py", STDLIB / "email" / "message.py",
               STDLIB / "unittest" / "mock.py"]
     picked = [p for p in picked if p.exists()]
     before = {}
     for p in picked:
-        rel = ("corpora" / p.relative_to(CORPORA)) if p.is_relative_to(CORPORA) \
+        rel = ("corpora" / p.relative_to(corpora)) if p.is_relative_to(corpora) \
             else Path(f"stdlib-{p.relative_to(STDLIB).parts[0]}", *p.relative_to(STDLIB).parts[1:])
         st = os.stat(m.mountpoint / rel)
         sst = os.stat(p)

@@ -9,26 +9,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.conftest import SHARED, Mount
 from thermofs.fs.meta import MetaStore
+
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run, StatsJson
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 
 
-def run(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def stats(target: Path) -> dict:
-    r = run("stats", target, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def copy_corpora(dst: Path) -> None:
-    subprocess.run(["cp", "-a", str(SHARED / "corpora"), str(dst)], check=True)
+def copy_corpora(corpora: Path, dst: Path) -> None:
+    subprocess.run(["cp", "-a", str(corpora), str(dst)], check=True)
 
 
 def same_tree(a: Path, b: Path) -> None:
@@ -36,27 +28,28 @@ def same_tree(a: Path, b: Path) -> None:
     assert r.returncode == 0, r.stdout[:2000] + r.stderr[:2000]
 
 
-def test_cool_now_through_the_daemon(make_mount: Callable[..., Mount]) -> None:
+def test_cool_now_through_the_daemon(make_mount: Callable[..., Mount], run: Run, stats_json: StatsJson,
+                                     corpora: Path) -> None:
     m = make_mount(options="nocool")
-    copy_corpora(m.mountpoint)
-    before = stats(m.mountpoint)
+    copy_corpora(corpora, m.mountpoint)
+    before = stats_json(m.mountpoint)
     assert before["mounted"] and before["live"]["write_ops"] > 0
     assert before["cold_chunks"] == 0 and before["hot_chunks"] == before["chunks"] > 0
     r = run("cool", m.mountpoint, "--now", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    after = stats(m.store)  # the store path of a mounted volume works too
+    after = stats_json(m.store)  # the store path of a mounted volume works too
     assert report["cooled"] == before["chunks"] == after["cold_chunks"] and after["hot_chunks"] == 0
     assert after["stored_bytes"] < before["stored_bytes"]
     assert after["cooled_chunks"] == report["cooled"]
     assert after["live"]["cooler"]["passes"] == 1
-    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+    same_tree(corpora, m.mountpoint / "corpora")
     m.remount()
-    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
-    assert stats(m.mountpoint)["cold_chunks"] == after["cold_chunks"]
+    same_tree(corpora, m.mountpoint / "corpora")
+    assert stats_json(m.mountpoint)["cold_chunks"] == after["cold_chunks"]
 
 
-def test_stats_prometheus_and_table(make_mount: Callable[..., Mount]) -> None:
+def test_stats_prometheus_and_table(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount()
     (m.mountpoint / "t.txt").write_bytes(b"hello thermofs\n" * 20000)
     (m.mountpoint / "t.txt").read_bytes()
@@ -79,17 +72,18 @@ def test_stats_prometheus_and_table(make_mount: Callable[..., Mount]) -> None:
     assert r.returncode == 0 and "t.txt" in r.stdout and "zstd 5" in r.stdout
 
 
-def test_background_cooler_cools_idle_data(make_mount: Callable[..., Mount]) -> None:
+def test_background_cooler_cools_idle_data(make_mount: Callable[..., Mount], stats_json: StatsJson,
+                                           corpora: Path) -> None:
     m = make_mount(options="cold_age=1s,cool_interval=1s")
-    copy_corpora(m.mountpoint)
+    copy_corpora(corpora, m.mountpoint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        s = stats(m.mountpoint)
+        s = stats_json(m.mountpoint)
         if s["hot_chunks"] == 0:
             break
         time.sleep(0.5)
     assert s["hot_chunks"] == 0 and s["cold_chunks"] == s["chunks"] > 0
-    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+    same_tree(corpora, m.mountpoint / "corpora")
 
 
 def _text(rnd: random.Random, n: int) -> bytes:
@@ -97,13 +91,13 @@ def _text(rnd: random.Random, n: int) -> bytes:
     return b" ".join(rnd.choice(words) for _ in range(n // 5))[:n]
 
 
-def test_kill_9_during_cooling_loses_nothing(make_mount: Callable[..., Mount]) -> None:
+def test_kill_9_during_cooling_loses_nothing(make_mount: Callable[..., Mount], run: Run, stats_json: StatsJson) -> None:
     m = make_mount(options="nocool")
     rnd = random.Random(7)
     files = {f"f{i}": _text(rnd, 2_000_000 + i) for i in range(12)}
     for name, data in files.items():
         (m.mountpoint / name).write_bytes(data)
-    total = stats(m.mountpoint)["chunks"]
+    total = stats_json(m.mountpoint)["chunks"]
     cool = subprocess.Popen([*THERMOFS, "cool", str(m.mountpoint), "--now", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -128,20 +122,20 @@ def test_kill_9_during_cooling_loses_nothing(make_mount: Callable[..., Mount]) -
     assert r.returncode == 0, r.stdout + r.stderr
     assert not json.loads(r.stdout)["problems"], r.stdout
     m.start()
-    s = stats(m.mountpoint)
+    s = stats_json(m.mountpoint)
     assert s["chunks"] == total and s["cold_chunks"] + s["hot_chunks"] == total
     assert 0 < s["cold_chunks"] < total
     r = run("cool", m.mountpoint, "--now", "--json")
     assert r.returncode == 0, r.stderr
-    assert stats(m.mountpoint)["cold_chunks"] == total
+    assert stats_json(m.mountpoint)["cold_chunks"] == total
     m.remount()
     for name, data in files.items():
         assert (m.mountpoint / name).read_bytes() == data, name
 
 
-def test_train_dictionaries_mounted_and_offline(make_mount: Callable[..., Mount]) -> None:
+def test_train_dictionaries_mounted_and_offline(make_mount: Callable[..., Mount], run: Run, corpora: Path) -> None:
     m = make_mount(options="nocool")
-    copy_corpora(m.mountpoint)
+    copy_corpora(corpora, m.mountpoint)
     r = run("train", m.mountpoint, "--no-model", "--json")
     assert r.returncode == 0, r.stderr
     first = json.loads(r.stdout)
@@ -155,7 +149,7 @@ def test_train_dictionaries_mounted_and_offline(make_mount: Callable[..., Mount]
     r = run("train", m.store / "nope")
     assert r.returncode != 0 and "no such store" in r.stderr
     m.start()
-    same_tree(SHARED / "corpora", m.mountpoint / "corpora")
+    same_tree(corpora, m.mountpoint / "corpora")
 
 
 def _learned_params(store: Path, inos: list[int]) -> set[int]:
@@ -167,16 +161,17 @@ def _learned_params(store: Path, inos: list[int]) -> set[int]:
         meta.close()
 
 
-def test_cold_codec_learned_and_a_trained_model(make_mount: Callable[..., Mount]) -> None:
+def test_cold_codec_learned_and_a_trained_model(make_mount: Callable[..., Mount], run: Run, stats_json: StatsJson,
+                                                corpora: Path) -> None:
     """--cold-codec learned: cool --now stores cold chunks with the learned codec (the shipped model,
     id 0); after `train`, new cold frames name the volume's model (id 1) and the old ones still
     decode with the model they name, across a remount."""
     m = make_mount(options="nocool", cold_codec="learned")
-    src = SHARED / "corpora" / "canterbury"
+    src = corpora / "canterbury"
     subprocess.run(["cp", "-a", str(src), str(m.mountpoint / "a")], check=True)
     r = run("cool", m.mountpoint, "--now", "--json")
     assert r.returncode == 0, r.stderr
-    s = stats(m.mountpoint)
+    s = stats_json(m.mountpoint)
     assert s["codecs"]["learned"]["chunks"] > 0 and s["hot_chunks"] == 0
     assert s["codecs"]["learned"]["stored_bytes"] < 0.3 * s["codecs"]["learned"]["raw_bytes"]
     first = [p.stat().st_ino for p in (m.mountpoint / "a").iterdir()]

@@ -9,10 +9,12 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
+if TYPE_CHECKING:
+    from tests.conftest import Mount
 
 FILES = 3
 OPS = 4500

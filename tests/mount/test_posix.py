@@ -10,10 +10,12 @@ import stat
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount, require_tool
+if TYPE_CHECKING:
+    from tests.conftest import Mount, RequireTool
 
 
 def test_create_read_write_offsets_and_holes(mount: Mount) -> None:
@@ -363,7 +365,7 @@ def test_permission_checks_as_kernel_does(mount: Mount) -> None:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch users")
-def test_no_user_can_grow_a_file_past_the_maximum_size(mount: Mount) -> None:
+def test_no_user_can_grow_a_file_past_the_maximum_size(mount: Mount, require_tool: RequireTool) -> None:
     """Regression: any user could truncate -s $((2**63-4096)) a file, which overflowed the signed
     64-bit total of file bytes; then commits failed. Past the maximum file size a truncate or a
     write answers EFBIG, and the volume goes on as before."""

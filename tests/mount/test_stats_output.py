@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.conftest import Mount
-
-THERMOFS = [sys.executable, "-m", "thermofs"]
-
-
-def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run
 
 
 # -- units and labels ----------------------------------------------------------------------------------
@@ -25,7 +18,7 @@ def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
 HUMAN = r"\d+(\.\d)? (B|KiB|MiB|GiB)"
 
 
-def test_text_output_uses_human_units(make_mount: Callable[..., Mount]) -> None:
+def test_text_output_uses_human_units(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount(options="nocool", cold_codec="zstd:19")
     (m.mountpoint / "text").write_bytes(b"a line of text that compresses well enough\n" * 40_000)
     r = run("cool", "--now", m.mountpoint)
@@ -46,14 +39,14 @@ def test_text_output_uses_human_units(make_mount: Callable[..., Mount]) -> None:
     assert live["rates_since"] in ("mount", "previous request") and live["rate_span_s"] > 0
 
 
-def test_mkfs_says_its_chunk_size_in_units(tmp_path: Path) -> None:
+def test_mkfs_says_its_chunk_size_in_units(tmp_path: Path, run: Run) -> None:
     r = run("mkfs", tmp_path / "store", "--chunk-size", "128K")
     assert r.returncode == 0 and "chunk size 128.0 KiB" in r.stdout, r.stdout
 
 
 # -- the policy in force on a mount ------------------------------------------------------------------------
 
-def test_stats_shows_the_policy_in_force_on_the_mount(make_mount: Callable[..., Mount]) -> None:
+def test_stats_shows_the_policy_in_force_on_the_mount(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount(options="cold_age=10m,hot_count=6")
     s = json.loads(run("stats", "--json", m.mountpoint).stdout)
     assert s["policy"]["cold_age"] == 600 and s["policy"]["hot_count"] == 6 and s["policy_source"] == "mount"

@@ -4,32 +4,20 @@ on another filesystem."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
 from thermofs.daemon.mountinfo import mount_source
 
-THERMOFS = [sys.executable, "-m", "thermofs"]
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run, StatsJson
+
 TEXT = b"the quick brown fox jumps over the lazy dog\n" * 4000
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
-
-
-def stats_json(*args: str | Path) -> dict[str, Any]:
-    r = run("stats", "--json", *args)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     assert mount_source(where) is None
 
 
-def test_stats_of_a_file_inside_the_mount(mount: Mount) -> None:
+def test_stats_of_a_file_inside_the_mount(mount: Mount, run: Run, stats_json: StatsJson) -> None:
     (mount.mountpoint / "sub").mkdir()
     (mount.mountpoint / "sub" / "a.txt").write_bytes(TEXT)
     s = stats_json(mount.mountpoint / "sub" / "a.txt")
@@ -56,7 +44,7 @@ def test_stats_of_a_file_inside_the_mount(mount: Mount) -> None:
     assert r.returncode == 0 and "a.txt" in r.stdout and "total" in r.stdout, r.stderr
 
 
-def test_directories_are_walked_like_compsize(mount: Mount) -> None:
+def test_directories_are_walked_like_compsize(mount: Mount, run: Run, stats_json: StatsJson) -> None:
     tree = mount.mountpoint / "tree"
     (tree / "deep" / "deeper").mkdir(parents=True)
     sizes = {tree / "one": 1000, tree / "deep" / "two": 70_000, tree / "deep" / "deeper" / "three": 200_000}
@@ -75,7 +63,8 @@ def test_directories_are_walked_like_compsize(mount: Mount) -> None:
     assert rows[1][:2] == [str(tree), "3"] and rows[2][:2] == ["total", "3"]
 
 
-def test_paths_must_be_on_the_same_mount(make_mount: Callable[..., Mount], tmp_path: Path) -> None:
+def test_paths_must_be_on_the_same_mount(make_mount: Callable[..., Mount], tmp_path: Path, run: Run,
+                                         stats_json: StatsJson) -> None:
     a, b = make_mount(), make_mount()
     (a.mountpoint / "a").write_bytes(os.urandom(100_000))
     (b.mountpoint / "b").write_bytes(TEXT)  # likely the same inode number as a's file
@@ -97,14 +86,15 @@ def test_paths_must_be_on_the_same_mount(make_mount: Callable[..., Mount], tmp_p
     assert r.returncode == 2 and "/etc/passwd" in r.stderr
 
 
-def test_paths_of_an_unmounted_store_are_refused(tmp_path: Path) -> None:
+def test_paths_of_an_unmounted_store_are_refused(tmp_path: Path, run: Run) -> None:
     assert run("mkfs", tmp_path / "store").returncode == 0
     (tmp_path / "file").write_bytes(b"x")
     r = run("stats", tmp_path / "store", tmp_path / "file")
     assert r.returncode == 2 and "not mounted" in r.stderr, r.stderr
 
 
-def test_a_store_on_a_mount_point_of_another_filesystem_is_a_store(tmpfs: Path, tmp_path: Path) -> None:
+def test_a_store_on_a_mount_point_of_another_filesystem_is_a_store(tmpfs: Path, tmp_path: Path, run: Run,
+                                                                   stats_json: StatsJson) -> None:
     """A store directory that is a tmpfs mount point: every admin command takes it as the store."""
     r = run("mkfs", tmpfs, "--cold-codec", "zstd:3")
     assert r.returncode == 0, r.stderr

@@ -18,20 +18,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import REPO, Mount, require_tool
 from thermofs.daemon.mountinfo import mount_source
+
+if TYPE_CHECKING:
+    from tests.conftest import Mount, RequireTool, Run
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-
-
-def run(*args: str | Path, prefix: list[str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([*(prefix or []), *THERMOFS, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
 def segments_of(store: Path) -> dict[str, bytes]:
@@ -65,7 +62,8 @@ def public_dir() -> Iterator[Path]:
 # -- lost, emptied, truncated or foreign metadata ------------------------------------------------------
 
 @pytest.mark.parametrize("damage", ["removed", "emptied", "half", "8KiB"])
-def test_lost_or_cut_metadata_is_refused_and_segments_kept(make_mount: Callable[..., Mount], damage: str) -> None:
+def test_lost_or_cut_metadata_is_refused_and_segments_kept(make_mount: Callable[..., Mount], damage: str,
+                                                           run: Run) -> None:
     m = make_mount()
     fill(m)
     m.stop()
@@ -88,7 +86,7 @@ def test_lost_or_cut_metadata_is_refused_and_segments_kept(make_mount: Callable[
     assert not data.exists() or data.stat().st_size < size  # nothing made a fresh environment
 
 
-def test_metadata_of_another_volume_is_refused(make_mount: Callable[..., Mount]) -> None:
+def test_metadata_of_another_volume_is_refused(make_mount: Callable[..., Mount], run: Run) -> None:
     a = make_mount()
     fill(a, 5)
     b = make_mount()
@@ -104,7 +102,7 @@ def test_metadata_of_another_volume_is_refused(make_mount: Callable[..., Mount])
     assert segments_of(a.store) == before
 
 
-def test_edited_chunk_size_is_refused(make_mount: Callable[..., Mount]) -> None:
+def test_edited_chunk_size_is_refused(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount()
     fill(m, 5)
     m.stop()
@@ -115,7 +113,7 @@ def test_edited_chunk_size_is_refused(make_mount: Callable[..., Mount]) -> None:
     assert r.returncode > 0 and "chunk size 32768" in out and "65536" in out
 
 
-def test_segment_of_another_volume_reads_eio(make_mount: Callable[..., Mount]) -> None:
+def test_segment_of_another_volume_reads_eio(make_mount: Callable[..., Mount], run: Run) -> None:
     a = make_mount(expect_log_errors=True)
     files = fill(a, 10)
     b = make_mount()
@@ -142,7 +140,7 @@ def test_segment_of_another_volume_reads_eio(make_mount: Callable[..., Mount]) -
 # -- fsck reads what the volume's own dictionaries and models coded ------------------------------------
 
 @pytest.mark.parametrize("cold", ["dict", "learned"])
-def test_fsck_verifies_dictionary_and_learned_frames(make_mount: Callable[..., Mount], cold: str) -> None:
+def test_fsck_verifies_dictionary_and_learned_frames(make_mount: Callable[..., Mount], cold: str, run: Run) -> None:
     m = make_mount(cold_codec=cold)
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     sources = sorted(stdlib.rglob("*.py"))
@@ -177,7 +175,8 @@ def test_fsck_verifies_dictionary_and_learned_frames(make_mount: Callable[..., M
 
 # -- the store is private to its owner -----------------------------------------------------------------
 
-def test_store_is_private_to_its_owner(public_dir: Path, make_mount: Callable[..., Mount]) -> None:
+def test_store_is_private_to_its_owner(public_dir: Path, make_mount: Callable[..., Mount], run: Run,
+                                       require_tool: RequireTool) -> None:
     require_tool("setpriv")
     store = public_dir / "store"
     r = run("mkfs", store)
@@ -213,7 +212,7 @@ def test_store_is_private_to_its_owner(public_dir: Path, make_mount: Callable[..
 # -- one mount at a time -------------------------------------------------------------------------------
 
 def test_deleting_the_lock_file_does_not_allow_a_second_mount(make_mount: Callable[..., Mount],
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, run: Run) -> None:
     m = make_mount()
     (m.mountpoint / "a").write_bytes(b"first")
     (m.store / "lock").unlink()
@@ -229,7 +228,8 @@ def test_deleting_the_lock_file_does_not_allow_a_second_mount(make_mount: Callab
 
 # -- limits of the machine -----------------------------------------------------------------------------
 
-def test_mounts_under_an_address_space_limit(make_mount: Callable[..., Mount], tmp_path: Path) -> None:
+def test_mounts_under_an_address_space_limit(make_mount: Callable[..., Mount], tmp_path: Path, repo: Path,
+                                             require_tool: RequireTool) -> None:
     """The LMDB map is sized to the limit (ulimit -v 8000000: the fixed 256 GiB map failed)."""
     require_tool("prlimit")
     m = make_mount()
@@ -239,7 +239,7 @@ def test_mounts_under_an_address_space_limit(make_mount: Callable[..., Mount], t
     proc = subprocess.Popen(["prlimit", f"--as={limit}", "--", *THERMOFS, "mount", "-f", "--no-stderr",
                              str(m.store), str(m.mountpoint)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+                            env={**os.environ, "PYTHONPATH": str(repo)}, start_new_session=True)
     try:
         deadline = 60.0
         start = time.monotonic()
@@ -367,7 +367,8 @@ def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
 
 
 def test_read_only_store_mounts_ro_and_is_checked(make_mount: Callable[..., Mount],
-                                                  read_only_view: Callable[[Path], Path], tmp_path: Path) -> None:
+                                                  read_only_view: Callable[[Path], Path], tmp_path: Path,
+                                                  run: Run) -> None:
     m = make_mount()
     files = fill(m, 12)
     m.stop()
@@ -390,7 +391,7 @@ def test_read_only_store_mounts_ro_and_is_checked(make_mount: Callable[..., Moun
 
 # -- a damaged dictionary blob -------------------------------------------------------------------------
 
-def test_a_damaged_dictionary_blob_leaves_the_volume_mountable(make_mount: Callable[..., Mount]) -> None:
+def test_a_damaged_dictionary_blob_leaves_the_volume_mountable(make_mount: Callable[..., Mount], run: Run) -> None:
     """Only what the damaged dictionary coded reads as EIO (it was unmountable: UnicodeDecodeError)."""
     from thermofs.fs.meta import BLOB_DICTIONARY, MetaStore
 

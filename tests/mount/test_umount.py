@@ -16,19 +16,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Mount
 from thermofs.daemon.mountinfo import mount_source
 from thermofs.fs.store import StoreLock
 
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run
+
 THERMOFS = [sys.executable, "-m", "thermofs"]
-
-
-def run(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def start(*args: str | Path) -> subprocess.Popen[str]:
@@ -66,7 +64,7 @@ def unmount_quietly(mountpoint: Path) -> None:
             subprocess.run(["fusermount", "-u", "-z", str(mountpoint)], capture_output=True)
 
 
-def test_umount_returns_once_the_daemon_is_gone(make_mount: Callable[..., Mount]) -> None:
+def test_umount_returns_once_the_daemon_is_gone(make_mount: Callable[..., Mount], run: Run) -> None:
     """The tester's case: a busy volume unmounted, then fsck and mount at once."""
     m = make_mount()
     src = m.mountpoint / "many"
@@ -90,7 +88,7 @@ def test_umount_returns_once_the_daemon_is_gone(make_mount: Callable[..., Mount]
     assert r.returncode == 0, r.stderr
 
 
-def test_umount_says_it_waits_and_gives_up_at_the_timeout(make_mount: Callable[..., Mount]) -> None:
+def test_umount_says_it_waits_and_gives_up_at_the_timeout(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount()
     (m.mountpoint / "f").write_bytes(b"data")
     assert m.proc is not None
@@ -108,7 +106,7 @@ def test_umount_says_it_waits_and_gives_up_at_the_timeout(make_mount: Callable[.
     assert run("fsck", m.store).returncode == 0
 
 
-def test_umount_waits_through_a_slow_exit(make_mount: Callable[..., Mount]) -> None:
+def test_umount_waits_through_a_slow_exit(make_mount: Callable[..., Mount], run: Run) -> None:
     m = make_mount()
     assert m.proc is not None
     os.kill(m.proc.pid, signal.SIGSTOP)
@@ -123,7 +121,7 @@ def test_umount_waits_through_a_slow_exit(make_mount: Callable[..., Mount]) -> N
     assert run("fsck", m.store).returncode == 0
 
 
-def test_umount_of_a_busy_mount_fails_with_fusermounts_message(mount: Mount) -> None:
+def test_umount_of_a_busy_mount_fails_with_fusermounts_message(mount: Mount, run: Run) -> None:
     with open(mount.mountpoint / "open", "wb"):
         r = run("umount", mount.mountpoint)
         assert r.returncode == 1 and "busy" in r.stderr, r.stderr
@@ -132,7 +130,7 @@ def test_umount_of_a_busy_mount_fails_with_fusermounts_message(mount: Mount) -> 
     assert (mount.mountpoint / "after").read_bytes() == b"still serving"
 
 
-def test_umount_refuses_what_is_not_a_thermofs_mount(tmp_path: Path) -> None:
+def test_umount_refuses_what_is_not_a_thermofs_mount(tmp_path: Path, run: Run) -> None:
     (tmp_path / "plain").mkdir()
     r = run("umount", tmp_path / "plain")
     assert r.returncode == 2 and "not a mount point" in r.stderr
@@ -166,12 +164,12 @@ def test_admin_commands_wait_for_an_exiting_daemon(make_mount: Callable[..., Mou
             unmount_quietly(m.mountpoint)
 
 
-def test_a_mounted_store_is_still_in_use_at_once(mount: Mount) -> None:
+def test_a_mounted_store_is_still_in_use_at_once(mount: Mount, run: Run) -> None:
     r = run("fsck", mount.store, timeout=30)
     assert r.returncode == 2 and "in use" in r.stderr and "waiting" not in r.stderr
 
 
-def test_a_store_locked_by_an_admin_command_is_in_use_at_once(tmp_path: Path) -> None:
+def test_a_store_locked_by_an_admin_command_is_in_use_at_once(tmp_path: Path, run: Run) -> None:
     assert run("mkfs", tmp_path / "store").returncode == 0
     lock = StoreLock(tmp_path / "store")
     lock.acquire()  # this process stands for another admin command at work on the store

@@ -8,18 +8,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
-
-from tests.conftest import REPO, Mount
-
-THERMOFS = [sys.executable, "-m", "thermofs"]
-ARCHIVE = Path(__file__).parents[1] / "data" / "store-format1.tar.xz"
+if TYPE_CHECKING:
+    from tests.conftest import Mount, Run
 
 
 def expected() -> dict[str, bytes]:
@@ -30,19 +24,7 @@ def expected() -> dict[str, bytes]:
             "docs/deep/random.bin": r.randbytes(70000), "sparse.bin": b"\0" * 40000 + b"tail"}
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*THERMOFS, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-@pytest.fixture
-def old_store(tmp_path: Path) -> Path:
-    with tarfile.open(ARCHIVE) as tar:
-        tar.extractall(tmp_path, filter="data")
-    return tmp_path / "store"
-
-
-def test_format_1_store_is_upgraded_by_a_mount(old_store: Path, make_mount: Callable[..., Mount]) -> None:
+def test_format_1_store_is_upgraded_by_a_mount(old_store: Path, make_mount: Callable[..., Mount], run: Run) -> None:
     for args in (["fsck", old_store], ["stats", old_store]):
         r = run(*args)
         assert r.returncode > 0 and "format version 1" in r.stderr and "upgrade" in r.stderr, r.stderr
@@ -68,7 +50,7 @@ def test_format_1_store_is_upgraded_by_a_mount(old_store: Path, make_mount: Call
     assert (m.mountpoint / "docs" / "deep" / "random.bin").read_bytes() == expected()["docs/deep/random.bin"]
 
 
-def test_an_upgrade_cut_short_after_its_lmdb_step_is_finished(old_store: Path) -> None:
+def test_an_upgrade_cut_short_after_its_lmdb_step_is_finished(old_store: Path, run: Run) -> None:
     """A crash between the two steps leaves sealed LMDB records and a format-1 thermofs.json: the next
     open only rewrites thermofs.json (sealing the records twice would damage every one)."""
     before = (old_store / "thermofs.json").read_text()

@@ -1,10 +1,9 @@
 """Compaction: after overwrites and deletes every file reads back byte for byte, the segments shrink and
 the garbage goes to zero; interrupted anywhere (stop event, exception, kill -9) nothing is lost and a later
-run finishes; frames a crash left are reclaimed; it runs next to writers sharing the same objects."""
+run finishes; frames a crash left are reclaimed; it runs next to writers sharing the same objects
+(tests/mount/test_compact.py: the command, on a mount and offline)."""
 
 from __future__ import annotations
-
-import json
 
 import os
 import random
@@ -12,21 +11,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from thermofs.daemon.assembly import OpenVolume, open_volume
-from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.fs import compaction as compact_mod
 from thermofs.fs.compaction import CompactReport, compact
 from thermofs.tools.fsck import fsck
-
-if TYPE_CHECKING:
-    from tests.conftest import Mount, Run
 
 CS = 4096
 UID, GID = os.getuid(), os.getgid()
@@ -329,47 +324,3 @@ def test_concurrent_writers_and_in_flight_frames(tmp_path: Path, monkeypatch: py
     models["/pending"] = pending
     assert_files(store, models)
     assert fsck(store).problems == []
-
-
-def test_cli_compact_offline_and_mounted(tmp_path: Path, make_mount: Callable[..., Mount], run: Run) -> None:
-    r = run("compact", "--help")
-    assert r.returncode == 0 and "Safe to interrupt" in r.stdout
-    r = run("compact", tmp_path / "nowhere")
-    assert r.returncode != 0 and "no such store" in r.stderr
-    m = make_mount(chunk_size=CS)
-    rng = random.Random(5)
-    for i in range(6):
-        (m.mountpoint / f"f{i}").write_bytes(rng.randbytes(40_000))
-    m.remount()
-    keep = {}
-    for i in range(6):
-        if i % 2:
-            (m.mountpoint / f"f{i}").unlink()
-        else:
-            keep[f"f{i}"] = rng.randbytes(30_000) if i else (m.mountpoint / "f0").read_bytes()
-            if i:  # f0 stays live in the first segment, so that segment is partly dead
-                (m.mountpoint / f"f{i}").write_bytes(keep[f"f{i}"])
-    before = json.loads(run("stats", m.store, "--json").stdout)
-    assert before["garbage_bytes"] > 0
-    r = run("compact", m.mountpoint, "--min-garbage", "0")  # by the daemon, while mounted
-    assert r.returncode == 0 and "compacted:" in r.stdout, r.stderr
-    assert {p.name: p.read_bytes() for p in m.mountpoint.iterdir()} == keep
-    after = json.loads(run("stats", m.store, "--json").stdout)
-    assert after["garbage_bytes"] == 0 and after["physical_bytes"] < before["physical_bytes"]
-    m.stop()
-    r = run("compact", m.store, "--min-garbage", "0")
-    assert r.returncode == 0 and "compacted:" in r.stdout, r.stderr
-    r = run("stats", m.store, "--json")
-    assert '"garbage_bytes": 0' in r.stdout
-    m.start()
-    assert {p.name: p.read_bytes() for p in m.mountpoint.iterdir()} == keep
-
-
-def test_segment_store_first_id(tmp_path: Path) -> None:
-    (tmp_path / "segs").mkdir()
-    s = SegmentStore(tmp_path / "segs", bytes(16))
-    s.append([b"a"])
-    s.close()
-    s = SegmentStore(tmp_path / "segs", bytes(16))
-    assert s.first_id == s.active_id == 2
-    s.close()

@@ -1,6 +1,7 @@
 """fsck on stores built through the volume API and then damaged on purpose: what it reports (kinds, counts,
 paths), its exit codes, what --repair fixes, and that a second run is clean except for what it said it
-could not fix. Also the command line: misuse gives clear errors and exit 2."""
+could not fix. Also the command line: misuse gives clear errors and exit 2 (tests/mount/test_fsck.py:
+a mounted store)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import os
 import random
 import shutil
 import stat
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import EXIT_CLEAN, EXIT_DAMAGE, FsckReport, fsck
 
 if TYPE_CHECKING:
-    from tests.conftest import ChunkMap, Mount, Run
+    from tests.conftest import ChunkMap, Run
 
 CS = 4096
 UID, GID = os.getuid(), os.getgid()
@@ -320,13 +320,3 @@ def test_store_directory_without_write_permission_is_checked(store: tuple[Path, 
         assert not (path / "lock").exists()  # nothing was written
     finally:
         os.chmod(path, 0o700)
-
-
-def test_mounted_store_is_refused(make_mount: Callable[..., Mount], run: Run) -> None:
-    m = make_mount(chunk_size=CS)
-    (m.mountpoint / "f").write_bytes(b"mounted")
-    r = run("fsck", m.store)
-    assert r.returncode == 2 and "in use" in r.stderr
-    m.stop()
-    r = run("fsck", m.store)
-    assert r.returncode == 0, r.stdout + r.stderr

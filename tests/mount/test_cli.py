@@ -1,4 +1,5 @@
-"""The `thermofs` command: clear errors and non-zero exits for misuse, the stats contract."""
+"""The `thermofs` command around mounts: clear errors and non-zero exits for misuse of mount, one mount
+of a store at a time, the stats contract on a mount (tests/api/test_cli.py: help and mkfs)."""
 
 from __future__ import annotations
 
@@ -9,34 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from thermofs.daemon.mountinfo import mount_source
 
 if TYPE_CHECKING:
     from tests.conftest import Mount, Run
-
-
-@pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "cool", "compact", "fsck", "train"])
-def test_every_command_has_help(command: str, run: Run) -> None:
-    r = run(command, "--help")
-    assert r.returncode == 0 and "Usage:" in r.stdout
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--chunk-size", "1000"], "chunk size must be a power of two"),
-    (["--chunk-size", "64Q"], "not a size"),
-    (["--hot-codec", "lz77"], "unknown codec"),
-    (["--cold-codec", "zstd:99"], "zstd level"),
-    (["--cold-codec", "lerned"], "unknown codec"),
-    (["--policy", "cold_age=soon"], "bad age"),
-    (["--policy", "hot_count=1"], "hysteresis"),
-    (["--policy", "warmth=3"], "unknown policy parameter"),
-])
-def test_mkfs_rejects_bad_options(tmp_path: Path, args: list[str], message: str, run: Run) -> None:
-    r = run("mkfs", tmp_path / "store", *args)
-    assert r.returncode != 0 and message in r.stderr
-    assert not (tmp_path / "store" / "thermofs.json").exists()
 
 
 def test_policy_from_mkfs_and_mount_options(tmp_path: Path, run: Run) -> None:
@@ -49,14 +26,6 @@ def test_policy_from_mkfs_and_mount_options(tmp_path: Path, run: Run) -> None:
     mnt.mkdir()
     r = run("mount", store, mnt, "-o", "cold_age=often")
     assert r.returncode != 0 and "bad age" in r.stderr
-
-
-def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path, run: Run) -> None:
-    (tmp_path / "store").mkdir()
-    (tmp_path / "store" / "precious").write_text("keep me")
-    r = run("mkfs", tmp_path / "store")
-    assert r.returncode != 0 and "not an empty directory" in r.stderr
-    assert (tmp_path / "store" / "precious").read_text() == "keep me"
 
 
 def test_mount_misuse_gives_clear_errors(tmp_path: Path, run: Run) -> None:

@@ -1,12 +1,12 @@
 """What the text output says: sizes in the same binary units everywhere, the period of the I/O
-rates, labels that explain themselves, and the policy in force on a mount."""
+rates, labels that explain themselves, and the policy in force on a mount (tests/api/test_stats_output.py:
+mkfs's units)."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,11 +39,6 @@ def test_text_output_uses_human_units(make_mount: Callable[..., Mount], run: Run
     assert live["rates_since"] in ("mount", "previous request") and live["rate_span_s"] > 0
 
 
-def test_mkfs_says_its_chunk_size_in_units(tmp_path: Path, run: Run) -> None:
-    r = run("mkfs", tmp_path / "store", "--chunk-size", "128K")
-    assert r.returncode == 0 and "chunk size 128.0 KiB" in r.stdout, r.stdout
-
-
 # -- the policy in force on a mount ------------------------------------------------------------------------
 
 def test_stats_shows_the_policy_in_force_on_the_mount(make_mount: Callable[..., Mount], run: Run) -> None:
@@ -57,5 +52,3 @@ def test_stats_shows_the_policy_in_force_on_the_mount(make_mount: Callable[..., 
     m.stop()
     s = json.loads(run("stats", "--json", m.store).stdout)
     assert s["policy"]["cold_age"] == 300 and s["policy_source"] == "store"
-
-

@@ -1,6 +1,6 @@
 """What the admin commands accept as TARGET and PATH: a mountpoint, a store (also one that is itself
 a mount point of another filesystem), or files and directories on a thermofs mount, never a path
-on another filesystem."""
+on another filesystem (tests/api/test_stats_targets.py: the paths of a store that is not mounted)."""
 
 from __future__ import annotations
 
@@ -84,13 +84,6 @@ def test_paths_must_be_on_the_same_mount(make_mount: Callable[..., Mount], tmp_p
     assert r.returncode == 2 and str(a.mountpoint / "a") in r.stderr
     r = run("stats", "/etc/passwd")
     assert r.returncode == 2 and "/etc/passwd" in r.stderr
-
-
-def test_paths_of_an_unmounted_store_are_refused(tmp_path: Path, run: Run) -> None:
-    assert run("mkfs", tmp_path / "store").returncode == 0
-    (tmp_path / "file").write_bytes(b"x")
-    r = run("stats", tmp_path / "store", tmp_path / "file")
-    assert r.returncode == 2 and "not mounted" in r.stderr, r.stderr
 
 
 def test_a_store_on_a_mount_point_of_another_filesystem_is_a_store(tmpfs: Path, tmp_path: Path, run: Run,

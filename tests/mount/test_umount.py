@@ -3,7 +3,7 @@
 After ``fusermount -u`` returns, the daemon keeps running while it flushes (seconds on a busy volume)
 and holds the store lock until it exits. A daemon stopped with SIGSTOP after its unmount stands in
 for a slow flush here: the store is unmounted and still locked for as long as the test wants, with
-no timing involved.
+no timing involved. (tests/api/test_umount.py: a store locked by another admin command.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from thermofs.daemon.mountinfo import mount_source
-from thermofs.fs.store import StoreLock
 
 if TYPE_CHECKING:
     from tests.conftest import Mount, Run
@@ -167,15 +166,3 @@ def test_admin_commands_wait_for_an_exiting_daemon(make_mount: Callable[..., Mou
 def test_a_mounted_store_is_still_in_use_at_once(mount: Mount, run: Run) -> None:
     r = run("fsck", mount.store, timeout=30)
     assert r.returncode == 2 and "in use" in r.stderr and "waiting" not in r.stderr
-
-
-def test_a_store_locked_by_an_admin_command_is_in_use_at_once(tmp_path: Path, run: Run) -> None:
-    assert run("mkfs", tmp_path / "store").returncode == 0
-    lock = StoreLock(tmp_path / "store")
-    lock.acquire()  # this process stands for another admin command at work on the store
-    try:
-        for command in ("fsck", "compact"):
-            r = run(command, tmp_path / "store", timeout=30)
-            assert r.returncode == 2 and "in use" in r.stderr and "waiting" not in r.stderr, r.stderr
-    finally:
-        lock.release()

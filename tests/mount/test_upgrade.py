@@ -1,7 +1,8 @@
 """A store made by thermofs format 1 (tests/data/store-format1.tar.xz, written through a real mount by the
 last format-1 code: 16 KiB chunks, a text file cooled to zstd -19, random data, a sparse file, a
 symlink, a hard link, an xattr) is refused by read-only commands with the way to upgrade it, upgraded
-by a mount, and then reads back byte for byte, takes new data in headed segments and checks clean."""
+by a mount, and then reads back byte for byte, takes new data in headed segments and checks clean
+(tests/api/test_upgrade.py: an upgrade cut short)."""
 
 from __future__ import annotations
 
@@ -48,17 +49,3 @@ def test_format_1_store_is_upgraded_by_a_mount(old_store: Path, make_mount: Call
     m.start()
     assert (m.mountpoint / "new.bin").read_bytes() == random.Random(8).randbytes(50000)
     assert (m.mountpoint / "docs" / "deep" / "random.bin").read_bytes() == expected()["docs/deep/random.bin"]
-
-
-def test_an_upgrade_cut_short_after_its_lmdb_step_is_finished(old_store: Path, run: Run) -> None:
-    """A crash between the two steps leaves sealed LMDB records and a format-1 thermofs.json: the next
-    open only rewrites thermofs.json (sealing the records twice would damage every one)."""
-    before = (old_store / "thermofs.json").read_text()
-    r = run("fsck", "--repair", old_store)  # upgrades, as a mount would
-    assert r.returncode == 0, r.stdout + r.stderr
-    uuid = json.loads((old_store / "thermofs.json").read_text())["uuid"]
-    (old_store / "thermofs.json").write_text(before)
-    r = run("fsck", "--repair", old_store)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads((old_store / "thermofs.json").read_text())["uuid"] == uuid
-    assert run("fsck", old_store).returncode == 0

@@ -318,3 +318,13 @@ def test_segments_before_headers_from_have_no_header(seg_dir: Path) -> None:
     (place,) = store.append([frame])
     assert place == (2, SEGMENT_HEADER_SIZE) and store.read(*place, 100) == frame
     store.close()
+
+
+def test_segment_store_first_id(tmp_path: Path) -> None:
+    (tmp_path / "segs").mkdir()
+    s = SegmentStore(tmp_path / "segs", bytes(16))
+    s.append([b"a"])
+    s.close()
+    s = SegmentStore(tmp_path / "segs", bytes(16))
+    assert s.first_id == s.active_id == 2
+    s.close()

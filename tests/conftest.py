@@ -1,27 +1,19 @@
-"""Harnesses the tests share, as fixtures: real mounts (every mount is unmounted in teardown, also when
-the test or the daemon failed), the thermofs command in a subprocess, a chunk map read from a store, a
-clock a test moves by hand, the shared corpora and a store of format 1."""
+"""Harnesses the tests of every folder share, as fixtures: the thermofs command in a subprocess, a chunk
+map read from a store, a clock a test moves by hand, the shared corpora and a store of format 1. The
+mount harness is in tests/mount/conftest.py; nothing here needs FUSE."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import json
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from thermofs.daemon.mountinfo import answers, mount_source
 from thermofs.fs.meta import ChunkEntry, MetaStore
-from thermofs.fs.store import StoreConfig, mkfs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -31,144 +23,7 @@ THERMOFS = [sys.executable, "-m", "thermofs"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 ChunkMap = Callable[[Path, int], dict[int, ChunkEntry]]
-RequireTool = Callable[[str], str]
-StatsJson = Callable[..., dict[str, Any]]
-# Lines the daemon log may hold without failing the test (none: libfuse's "Ignoring invalid max
-# threads value" is gone since the daemon passes a valid max_idle_threads).
-BENIGN_LOG: tuple[str, ...] = ()
 
-
-@dataclass
-class Mount:
-    """A thermofs volume mounted by a foreground daemon that this process started."""
-
-    store: Path
-    mountpoint: Path
-    options: str | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    expect_log_errors: bool = False
-
-    @property
-    def log_path(self) -> Path:
-        return self.store / "thermofs.log"
-
-    def start(self, timeout: float = 60.0) -> None:
-        cmd = [sys.executable, "-m", "thermofs", "mount", "-f", "--no-stderr", str(self.store),
-               str(self.mountpoint)]
-        if self.options:
-            cmd += ["-o", self.options]
-        out = open(self.store.parent / f"{self.store.name}.daemon.out", "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                     start_new_session=True)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while mount_source(self.mountpoint) is None:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.daemon_output()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("mount did not appear")
-            time.sleep(0.02)
-        os.statvfs(self.mountpoint)
-
-    def daemon_output(self) -> str:
-        parts = []
-        for p in (self.log_path, self.store.parent / f"{self.store.name}.daemon.out"):
-            if p.exists():
-                parts.append(p.read_text(errors="replace"))
-        return "\n".join(parts)
-
-    def kill(self) -> None:
-        """kill -9 the daemon (a crash); the mount then answers ENOTCONN until unmounted."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._unmount()
-
-    def _unmount(self) -> None:
-        if mount_source(self.mountpoint) is None:
-            return
-        if subprocess.run(["fusermount", "-u", str(self.mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["fusermount", "-u", "-z", str(self.mountpoint)], capture_output=True)
-
-    def stop(self) -> None:
-        """Unmount cleanly (the daemon flushes and exits); kill it if it hangs."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None and not answers(self.mountpoint, 10):
-            self.proc.kill()
-        self._unmount()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            self._unmount()
-        self.proc = None
-
-    def remount(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_problems(self) -> list[str]:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return [line for line in text.splitlines()
-                if ("WARNING" in line or "ERROR" in line or "CRITICAL" in line or "Traceback" in line)
-                and not any(b in line for b in BENIGN_LOG)]
-
-
-@pytest.fixture
-def make_mount(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
-    """Factory: ``make_mount(chunk_size=..., hot_codec=..., cold_codec=..., options=..., store=...)``
-    -> mounted Mount."""
-    mounts: list[Mount] = []
-
-    def factory(chunk_size: int = 64 << 10, hot_codec: str = "auto", options: str | None = None,
-                store: Path | None = None, expect_log_errors: bool = False, cold_codec: str = "zstd:19") -> Mount:
-        n = len(mounts)
-        store = store or tmp_path / f"store{n}"
-        if not (store / "thermofs.json").exists():
-            mkfs(store, StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec))
-        mnt = tmp_path / f"mnt{n}"
-        mnt.mkdir(exist_ok=True)
-        m = Mount(store, mnt, options, expect_log_errors=expect_log_errors)
-        mounts.append(m)
-        m.start()
-        return m
-
-    yield factory
-    problems: list[str] = []
-    for m in mounts:
-        try:
-            m.stop()
-        finally:
-            if mount_source(m.mountpoint) is not None:
-                subprocess.run(["fusermount", "-u", "-z", str(m.mountpoint)], capture_output=True)
-        assert mount_source(m.mountpoint) is None, f"{m.mountpoint} is still mounted"
-        if not m.expect_log_errors:
-            problems += m.log_problems()
-    assert not problems, "daemon log has warnings or errors:\n" + "\n".join(problems)
-
-
-@pytest.fixture
-def mount(make_mount: Callable[..., Mount]) -> Mount:
-    """One mounted volume with the default configuration."""
-    return make_mount()
-
-
-@pytest.fixture
-def require_tool() -> RequireTool:
-    """``require_tool(name)``: the path of a program; the test is skipped when it is not installed."""
-
-    def require_tool(name: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            pytest.skip(f"{name} is not installed")
-        return path
-
-    return require_tool
-
-
-# -- the command line, stores, clocks, data --------------------------------------------------------------
 
 @pytest.fixture
 def repo() -> Path:
@@ -186,18 +41,6 @@ def run() -> Run:
                               timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     return run
-
-
-@pytest.fixture
-def stats_json(run: Run) -> StatsJson:
-    """``stats_json(*args)``: what ``thermofs stats --json ARGS`` prints, parsed (the command must succeed)."""
-
-    def stats_json(*args: str | Path) -> dict[str, Any]:
-        r = run("stats", "--json", *args)
-        assert r.returncode == 0, f"thermofs stats failed: {r.stderr}"
-        return json.loads(r.stdout)  # type: ignore[no-any-return]
-
-    return stats_json
 
 
 @pytest.fixture
@@ -232,7 +75,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def corpora() -> Path:
-    """The shared corpora of real files (text, source, images, floats...), next to the checkout."""
+    """The shared compression corpora (Calgary, Canterbury, Snappy's test data), next to the checkout."""
     return SHARED / "corpora"
 
 

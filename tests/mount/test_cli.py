@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from thermofs.daemon.mountinfo import mount_source
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount
 
 
 def test_policy_from_mkfs_and_mount_options(tmp_path: Path, run: Run) -> None:

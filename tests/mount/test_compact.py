@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount
 
 CS = 4096
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, RequireTool
+    from tests.mount.conftest import Mount, RequireTool
 
 CHUNK = 64 << 10
 

@@ -15,7 +15,8 @@ import pytest
 from thermofs.codecs.frame import HEADER_SIZE
 
 if TYPE_CHECKING:
-    from tests.conftest import ChunkMap, Mount
+    from tests.conftest import ChunkMap
+    from tests.mount.conftest import Mount
 
 CHUNK = 64 << 10
 RAW_ID, ZSTD_ID = 0, 1

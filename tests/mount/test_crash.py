@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, StatsJson
+    from tests.mount.conftest import Mount, StatsJson
 
 SEED = int(os.environ.get("THERMOFS_TEST_SEED", "4242"))
 ROUNDS = 2

@@ -16,7 +16,7 @@ import pytest
 from thermofs.daemon.mountinfo import mount_source
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount
+    from tests.mount.conftest import Mount
 
 TMPFS_SIZE = "24m"
 STEP = 1 << 20

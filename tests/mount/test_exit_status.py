@@ -12,7 +12,8 @@ import pytest
 from thermofs.daemon.mountinfo import mount_source
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount
 
 
 @pytest.mark.parametrize("command", ["mkfs", "mount", "umount", "stats", "fsck", "cool", "compact", "train"])

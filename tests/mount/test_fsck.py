@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount
 
 CS = 4096
 

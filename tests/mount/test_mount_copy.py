@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, RequireTool
+    from tests.mount.conftest import Mount, RequireTool
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 STDLIB_PACKAGES = ("json", "email", "http", "xml", "asyncio", "unittest", "logging", "concurrent",

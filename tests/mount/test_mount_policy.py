@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from thermofs.fs.meta import MetaStore
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run, StatsJson
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount, StatsJson
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount
+    from tests.mount.conftest import Mount
 
 FILES = 3
 OPS = 4500

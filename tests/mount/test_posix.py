@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, RequireTool
+    from tests.mount.conftest import Mount, RequireTool
 
 
 def test_create_read_write_offsets_and_holes(mount: Mount) -> None:

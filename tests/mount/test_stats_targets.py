@@ -15,7 +15,8 @@ import pytest
 from thermofs.daemon.mountinfo import mount_source
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run, StatsJson
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount, StatsJson
 
 TEXT = b"the quick brown fox jumps over the lazy dog\n" * 4000
 

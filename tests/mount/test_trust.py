@@ -26,7 +26,8 @@ import pytest
 from thermofs.daemon.mountinfo import mount_source
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, RequireTool, Run
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount, RequireTool
 
 THERMOFS = [sys.executable, "-m", "thermofs"]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tests.conftest import Mount, Run
+    from tests.conftest import Run
+    from tests.mount.conftest import Mount
 
 
 def expected() -> dict[str, bytes]:

@@ -1,6 +1,7 @@
-"""The test folders keep to their layer: tests/unit and tests/api run without FUSE (no module there, nor a
-conftest.py they load, imports mfusepy or the daemon's FUSE modules, and what they import loads with
-mfusepy unimportable), and no test module imports another (harnesses are fixtures of a conftest.py)."""
+"""The test folders keep to their layer: every test module is in tests/unit, tests/api or tests/mount;
+tests/unit and tests/api run without FUSE (no module there, nor a conftest.py they load, imports mfusepy
+or the daemon's FUSE modules, and what they import loads with mfusepy unimportable); no test module
+imports another (harnesses are fixtures of a conftest.py)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def modules(statement: ast.Import | ast.ImportFrom) -> list[str]:
 
 def is_fuse(module: str) -> bool:
     return any(module == f or module.startswith(f + ".") for f in FUSE)
+
+
+def test_every_test_module_is_in_a_folder_of_its_layer() -> None:
+    """pytest's testpaths name the three folders: a test module elsewhere would not run."""
+    folders = {path.parent.name for path in TESTS.rglob("test_*.py")}
+    assert folders == {"unit", "api", "mount"} and not list(TESTS.glob("test_*.py")), folders
 
 
 def test_unit_and_api_tests_import_nothing_of_fuse() -> None:

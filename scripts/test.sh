@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/ruff check thermofs bench
+.venv/bin/ruff check thermofs bench tests
 .venv/bin/python -m mypy thermofs
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -25,10 +25,10 @@ import lmdb
 import pytest
 
 from thermofs.codecs import CodecError
-from thermofs.fs.errors import FsError, StoreError
-from thermofs.daemon.options import MountOptions
 from thermofs.daemon.assembly import open_volume
 from thermofs.daemon.errnos import errno_of
+from thermofs.daemon.options import MountOptions
+from thermofs.fs.errors import FsError, StoreError
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import fsck
 
@@ -132,7 +132,8 @@ def survey(store: Path, content: dict[str, Any]) -> tuple[list[str], dict[tuple[
         for d in content["dirs"]:
             want_names = {p.rsplit("/", 1)[1] for p in [*content["files"], *content["symlinks"]]
                           if p.rsplit("/", 1)[0] == d.rstrip("/")}
-            want_names |= {sub.rsplit("/", 1)[1] for sub in content["dirs"][1:] if sub.rsplit("/", 1)[0] == d.rstrip("/")}
+            want_names |= {sub.rsplit("/", 1)[1] for sub in content["dirs"][1:]
+                           if sub.rsplit("/", 1)[0] == d.rstrip("/")}
             check(f"readdir {d}", outcome(lambda d=d: sorted(n for n, _i, _k in v.readdir(v.resolve(d))
                                                            if n not in (".", ".."))), sorted(want_names))
         for path, target in content["symlinks"].items():
@@ -156,8 +157,8 @@ def survey(store: Path, content: dict[str, Any]) -> tuple[list[str], dict[tuple[
             try:
                 for index in range(-(-len(data) // CS)):
                     want = data[index * CS:(index + 1) * CS]
-                    if check(f"read {path} chunk {index}", outcome(lambda index=index: v.read(fh, index * CS, CS)),
-                             want):
+                    result = outcome(lambda fh=fh, index=index: v.read(fh, index * CS, CS))
+                    if check(f"read {path} chunk {index}", result, want):
                         good[(ino, index)] = want
             finally:
                 v.release(fh)
@@ -185,7 +186,7 @@ def reread(store: Path, good: dict[tuple[int, int], bytes]) -> list[str]:
             if opened[0] != "ok":
                 lost.append(f"inode {ino}: {opened}")
                 continue
-            got = outcome(lambda: v.read(opened[1], index * CS, CS))
+            got = outcome(lambda fh=opened[1], index=index: v.read(fh, index * CS, CS))
             v.release(opened[1])
             if got != ("ok", want):
                 lost.append(f"inode {ino} chunk {index}: {got[0]} {got[1] if got[0] == 'errno' else ''}")

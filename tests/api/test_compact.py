@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from thermofs.daemon.assembly import OpenVolume, open_volume
-from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.fs import compaction as compact_mod
 from thermofs.fs.compaction import CompactReport, compact
+from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import fsck
 
 CS = 4096

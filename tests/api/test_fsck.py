@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from thermofs.daemon.assembly import open_volume
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, MetaStore
-from thermofs.daemon.assembly import open_volume
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.tools.fsck import EXIT_CLEAN, EXIT_DAMAGE, FsckReport, fsck
 
@@ -153,7 +153,7 @@ def test_deleted_segment_dangling_entry_and_crash_leftovers(store: tuple[Path, d
     path, files = store
     # A second segment (every open starts one) holding one more file, then deleted.
     parts = open_volume(path)
-    fh, inode = parts.volume.create("/docs/gone.bin", 0o644, UID, GID)
+    fh, _inode = parts.volume.create("/docs/gone.bin", 0o644, UID, GID)
     parts.volume.write(fh, 0, random.Random(2).randbytes(3 * CS))
     parts.volume.release(fh)
     gone_seg = parts.segments.active_id

@@ -28,7 +28,7 @@ def parts(tmp_path: Path) -> Iterator[OpenVolume]:
 
 def test_cache_never_serves_an_older_version_after_a_chunk_is_completed(parts: OpenVolume) -> None:
     v = parts.volume
-    fh, inode = v.create("/f", 0o644, 0, 0)
+    fh, _inode = v.create("/f", 0o644, 0, 0)
     old = os.urandom(3 * CS)
     v.write(fh, 0, old)
     v.fsync(fh)  # committed: reads now go through the cache

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from thermofs.fs.meta import ChunkEntry, Tier
-from thermofs.daemon.options import MountOptions
 from thermofs.daemon.assembly import OpenVolume, open_volume
+from thermofs.daemon.options import MountOptions
+from thermofs.fs.meta import ChunkEntry, Tier
 from thermofs.fs.relocate import Chunk, relocate
 from thermofs.fs.store import StoreConfig, mkfs
 

@@ -8,14 +8,13 @@ import os
 import random
 from pathlib import Path
 
-
 # -- nothing is deleted on the word of one record ------------------------------------------------------
 
 def test_space_is_reclaimed_while_one_open_file_is_overwritten(tmp_path: Path) -> None:
     """fsx's pattern: one file kept open and overwritten over and over. Segments that only hold dead
     frames are deleted while it stays open, in the background, without an unlink or a remount."""
-    from thermofs.daemon.options import MountOptions
     from thermofs.daemon.assembly import open_volume
+    from thermofs.daemon.options import MountOptions
     from thermofs.fs.reclaim import reclaim
     from thermofs.fs.store import StoreConfig, mkfs
 
@@ -46,9 +45,9 @@ def test_space_is_reclaimed_while_one_open_file_is_overwritten(tmp_path: Path) -
 def test_a_low_next_inode_number_never_reuses_a_live_inode(tmp_path: Path) -> None:
     """next_ino below a live inode (a sealed but wrong counter): new files still get fresh numbers,
     so no old file reads another's bytes."""
-    from thermofs.fs.meta import MetaStore
-    from thermofs.daemon.options import MountOptions
     from thermofs.daemon.assembly import open_volume
+    from thermofs.daemon.options import MountOptions
+    from thermofs.fs.meta import MetaStore
     from thermofs.fs.store import StoreConfig, mkfs
 
     store = tmp_path / "store"

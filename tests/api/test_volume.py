@@ -15,10 +15,22 @@ from pathlib import Path
 import pytest
 
 from thermofs.codecs.frame import HEADER_SIZE
-from thermofs.fs.errors import (CorruptChunk, Exists, FileTooBig, InvalidArgument, IsADir, NameTooLong, NoAttr,
-                                NotADir, NotEmpty, NotFound, NotPermitted, NotSupported)
-from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn, chunk_totals
 from thermofs.daemon.assembly import OpenVolume, open_volume
+from thermofs.fs.errors import (
+    CorruptChunk,
+    Exists,
+    FileTooBig,
+    InvalidArgument,
+    IsADir,
+    NameTooLong,
+    NoAttr,
+    NotADir,
+    NotEmpty,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+)
+from thermofs.fs.meta import INLINE_SEGMENT, ROOT_INO, ChunkEntry, Txn, chunk_totals
 from thermofs.fs.store import StoreConfig, mkfs
 from thermofs.fs.volume import MAX_FILE_SIZE, XATTR_CREATE, XATTR_REPLACE, Volume
 
@@ -1001,7 +1013,7 @@ def test_hidden_name_is_reclaimed_after_a_crash_when_another_name_was_unlinked(v
 
 
 def test_hidden_file_unlinked_at_last_close_is_no_orphan(vol: Vol) -> None:
-    fh, inode = vol.v.create("/a", 0o644, UID, GID)
+    fh, _inode = vol.v.create("/a", 0o644, UID, GID)
     vol.v.write(fh, 0, b"data")
     vol.v.rename("/a", "/.fuse_hidden0002", hide=True)
     vol.v.unlink("/.fuse_hidden0002")
@@ -1320,7 +1332,7 @@ def test_threads_writing_and_reading_different_files(make_vol: MakeVol) -> None:
             vol.v.release(fh)
             assert vol.read_all(inode.ino) == bytes(model)
             results[path] = bytes(model)
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+        except BaseException as e:
             errors.append(e)
 
     def namespace_churn() -> None:
@@ -1333,7 +1345,7 @@ def test_threads_writing_and_reading_different_files(make_vol: MakeVol) -> None:
                 vol.v.rmdir(f"/spin/d{i}")
                 vol.v.unlink(f"/spin/f{i}")
                 i += 1
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]

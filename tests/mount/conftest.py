@@ -49,9 +49,9 @@ class Mount:
                str(self.mountpoint)]
         if self.options:
             cmd += ["-o", self.options]
-        out = open(self.store.parent / f"{self.store.name}.daemon.out", "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                     start_new_session=True)
+        with open(self.store.parent / f"{self.store.name}.daemon.out", "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                         start_new_session=True)
         out.close()
         deadline = time.monotonic() + timeout
         while mount_source(self.mountpoint) is None:

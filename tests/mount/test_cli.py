@@ -82,9 +82,8 @@ def test_daemon_mount_returns_when_ready_and_unmounts(tmp_path: Path, run: Run) 
         (mnt / "f").write_bytes(b"daemon")
         assert (mnt / "f").read_bytes() == b"daemon"
     finally:
-        if mount_source(mnt) is not None:
-            if subprocess.run(["fusermount", "-u", str(mnt)]).returncode != 0:
-                subprocess.run(["fusermount", "-u", "-z", str(mnt)])
+        if mount_source(mnt) is not None and subprocess.run(["fusermount", "-u", str(mnt)]).returncode != 0:
+            subprocess.run(["fusermount", "-u", "-z", str(mnt)])
     assert mount_source(mnt) is None
     log = (store / "thermofs.log").read_text()  # the daemon's stderr goes there too
     assert "mounting" in log and "Ignoring invalid max threads" not in log

@@ -81,11 +81,10 @@ def child_main(mnt: str, list_file: str, round_no: int, seed: int, rewrite: str)
         if rec[0] in ("begin", "done"):
             gens[rec[1]] = max(gens.get(rec[1], -1), int(rec[2]))
     rng = random.Random(seed)
-    log = open(listing, "a")
-
     def record(*fields: object) -> None:
-        log.write(" ".join(map(str, fields)) + "\n")
-        log.flush()
+        # Opened per record (it is killed with -9 while it writes): each line reaches the file whole.
+        with open(listing, "a") as log:
+            log.write(" ".join(map(str, fields)) + "\n")
 
     for d in range(DIRS):
         os.makedirs(mountpoint / f"d{d}", exist_ok=True)

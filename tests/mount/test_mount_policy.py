@@ -65,8 +65,8 @@ def test_stats_prometheus_and_table(make_mount: Callable[..., Mount], run: Run) 
     assert samples['thermofs_chunks{tier="hot"}'] == 5
     assert samples["thermofs_written_bytes_total"] >= 15 * 20000
     assert samples["thermofs_mounted"] == 1
-    assert all(line.startswith("# HELP thermofs_") or line.startswith("# TYPE thermofs_")
-               or line.startswith("thermofs_") for line in r.stdout.splitlines())
+    assert all(line.startswith(("# HELP thermofs_", "# TYPE thermofs_", "thermofs_"))
+               for line in r.stdout.splitlines())
     r = run("stats", m.mountpoint)
     assert r.returncode == 0 and "cooler" in r.stdout and "hit rate" in r.stdout
     r = run("stats", m.mountpoint, m.mountpoint / "t.txt")

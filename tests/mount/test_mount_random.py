@@ -61,7 +61,7 @@ def _offset(rng: random.Random, size: int, chunk: int) -> int:
 def _compare_whole(mnt_path: Path, model_path: Path, ctx: str) -> None:
     got, want = mnt_path.read_bytes(), model_path.read_bytes()
     if got != want:
-        first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        first = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
         pytest.fail(f"{ctx}: {mnt_path.name} differs from the model: sizes {len(got)} vs {len(want)}, "
                     f"first difference at byte {first} (seed {SEED})")
 

@@ -11,12 +11,12 @@ import json
 import os
 import random
 import shutil
-import sysconfig
-import time
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -284,7 +284,6 @@ def test_a_segment_with_live_frames_is_never_deleted(make_mount: Callable[..., M
     segment cut short (its frame bytes then fall under its record): the reclaimer's scan of the chunk
     map finds live frames in it, keeps it and says so."""
     from thermofs.fs.meta import MetaStore
-    from thermofs.fs.segments import SegmentStore
 
     m = make_mount(expect_log_errors=True)
     files = fill(m)

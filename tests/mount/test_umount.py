@@ -59,9 +59,9 @@ def stopped_after_unmount(m: Mount) -> Iterator[int]:
 
 
 def unmount_quietly(mountpoint: Path) -> None:
-    if mount_source(mountpoint) is not None:
-        if subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True).returncode != 0:
-            subprocess.run(["fusermount", "-u", "-z", str(mountpoint)], capture_output=True)
+    unmounted = mount_source(mountpoint) is None
+    if not unmounted and subprocess.run(["fusermount", "-u", str(mountpoint)], capture_output=True).returncode != 0:
+        subprocess.run(["fusermount", "-u", "-z", str(mountpoint)], capture_output=True)
 
 
 def test_umount_returns_once_the_daemon_is_gone(make_mount: Callable[..., Mount], run: Run) -> None:

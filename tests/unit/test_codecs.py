@@ -73,7 +73,7 @@ def test_unknown_codec_id_is_corrupt_frame() -> None:
 ])
 def test_spec_parser_accepts_valid_specs(text: str, codec_id: int, level: int | None, auto: bool) -> None:
     parsed = spec(text)
-    assert parsed.codec.ID == codec_id
+    assert codec_id == parsed.codec.ID
     assert parsed.auto is auto
     if level is not None:
         assert ZstdCodec.level_of(parsed.param) == level
@@ -380,7 +380,8 @@ def test_codec_ids_are_stable() -> None:
         TABLE.get(6)
 
 
-@pytest.mark.parametrize("text", ["dict", "dict:3", "planes", "planes:7", "brotli", "brotli:9", "learned", "best", " BEST "])
+@pytest.mark.parametrize("text", ["dict", "dict:3", "planes", "planes:7", "brotli", "brotli:9", "learned", "best",
+                                  " BEST "])
 def test_new_specs_round_trip_through_str(text: str) -> None:
     parsed = spec(text)
     assert spec(str(parsed)) == parsed
@@ -448,7 +449,7 @@ def test_dict_names_its_dictionary_and_unknown_id_is_corrupt_frame() -> None:
 
 
 def test_dict_without_a_dictionary_is_zstd_at_that_level() -> None:
-    frame, info = encode_frame(text_data(CHUNK), TABLE.parse("dict:5"))
+    _frame, info = encode_frame(text_data(CHUNK), TABLE.parse("dict:5"))
     assert info.codec_id == ZstdCodec.ID and ZstdCodec.level_of(info.param) == 5
 
 

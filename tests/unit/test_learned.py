@@ -89,7 +89,7 @@ def test_exact_across_processes_and_threads(codec: LearnedCodec) -> None:
     chunks = [_text(CHUNK), os.urandom(5000), _text(777), bytes(CHUNK)]
     payloads = [codec.compress(c, 0) for c in chunks]
     stdin = b"".join(len(c).to_bytes(4, "big") + len(p).to_bytes(4, "big") + p
-                     for c, p in zip(chunks, payloads))
+                     for c, p in zip(chunks, payloads, strict=True))
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", DECODE_CHILD], input=stdin, capture_output=True,
                          env=env, timeout=300, check=True).stdout
@@ -101,7 +101,7 @@ def test_concurrent_threads(codec: LearnedCodec) -> None:
     with ThreadPoolExecutor(3) as pool:
         payloads = list(pool.map(lambda c: codec.compress(c, 0), chunks))
         assert payloads == [codec.compress(c, 0) for c in chunks]
-        outs = list(pool.map(lambda a: codec.decompress(a[0], len(a[1]), 0), zip(payloads, chunks)))
+        outs = list(pool.map(lambda a: codec.decompress(a[0], len(a[1]), 0), zip(payloads, chunks, strict=True)))
     assert outs == chunks
 
 

@@ -320,18 +320,17 @@ def snapshot(meta: MetaStore) -> tuple[object, ...]:
 def test_transaction_that_raises_is_rolled_back_entirely(meta: MetaStore) -> None:
     populate(meta)
     before = snapshot(meta)
-    with pytest.raises(Boom):
-        with meta.write() as t:
-            t.put_inode(file_inode(3, size=5))
-            t.put_dirent(ROOT_INO, b"g", 3, stat.S_IFREG)
-            t.put_chunk(2, 0, entry(frame_len=77))  # replaces: garbage + counters
-            t.put_chunk(3, 0, entry(frame_len=11))
-            t.put_xattr(2, b"user.k", b"new")
-            t.put_symlink(3, b"t")
-            t.add_orphan(2)
-            t.bump("files", 1)
-            t.delete_inode(2)
-            raise Boom
+    with pytest.raises(Boom), meta.write() as t:
+        t.put_inode(file_inode(3, size=5))
+        t.put_dirent(ROOT_INO, b"g", 3, stat.S_IFREG)
+        t.put_chunk(2, 0, entry(frame_len=77))  # replaces: garbage + counters
+        t.put_chunk(3, 0, entry(frame_len=11))
+        t.put_xattr(2, b"user.k", b"new")
+        t.put_symlink(3, b"t")
+        t.add_orphan(2)
+        t.bump("files", 1)
+        t.delete_inode(2)
+        raise Boom
     assert snapshot(meta) == before
     # The store is still usable afterwards.
     with meta.write() as t:
@@ -343,11 +342,10 @@ def test_transaction_that_raises_is_rolled_back_entirely(meta: MetaStore) -> Non
 def test_lmdb_error_is_meta_error_and_rolled_back(meta: MetaStore) -> None:
     populate(meta)
     before = snapshot(meta)
-    with pytest.raises(MetaError):
-        with meta.write() as t:
-            t.put_inode(file_inode(3))
-            t.bump("files", 1)
-            t.put_xattr(2, b"user." + b"x" * 600, b"v")  # key longer than LMDB's 511-byte limit
+    with pytest.raises(MetaError), meta.write() as t:
+        t.put_inode(file_inode(3))
+        t.bump("files", 1)
+        t.put_xattr(2, b"user." + b"x" * 600, b"v")  # key longer than LMDB's 511-byte limit
     assert snapshot(meta) == before
 
 
@@ -373,9 +371,8 @@ def test_readonly_metastore_sees_committed_data(tmp_path: Path) -> None:
             assert t.get_inode(2) == file_inode(2, size=10).evolve(count=1)  # its one chunk
             assert t.lookup(ROOT_INO, b"f") == 2
             assert t.counter("files") == 1 and t.counter("chunks") == 1
-        with pytest.raises(MetaError):
-            with ro.write() as t:
-                t.bump("files", 1)
+        with pytest.raises(MetaError), ro.write() as t:
+            t.bump("files", 1)
     finally:
         ro.close()
 
@@ -423,6 +420,5 @@ def test_inline_chunk_frame_lives_and_dies_with_its_entry(meta: MetaStore) -> No
     with meta.read() as t:
         assert t.get_inline(5, 0) is None and t.get_chunk(5, 0) is None
         assert t.counters()["stored_bytes"] == 0
-    with pytest.raises(MetaError):
-        with meta.write() as t:
-            t.put_chunk(5, 0, inline)  # no frame
+    with pytest.raises(MetaError), meta.write() as t:
+        t.put_chunk(5, 0, inline)  # no frame

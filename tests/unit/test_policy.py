@@ -9,8 +9,17 @@ from typing import TYPE_CHECKING
 import pytest
 
 from thermofs.fs.meta import MetaStore
-from thermofs.policy.temperature import (DEDUP_SECONDS, PolicyParams, Temp, accessed, decayed, is_cold,
-                                         is_reheated, merged, parse_age)
+from thermofs.policy.temperature import (
+    DEDUP_SECONDS,
+    PolicyParams,
+    Temp,
+    accessed,
+    decayed,
+    is_cold,
+    is_reheated,
+    merged,
+    parse_age,
+)
 from thermofs.policy.tracker import Tracker
 
 if TYPE_CHECKING:

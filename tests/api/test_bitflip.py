@@ -43,7 +43,9 @@ def build(store: Path) -> dict[str, Any]:
     symlinks, xattrs, a file unlinked nowhere. Returns what it holds: path -> content and kind."""
     mkfs(store, StoreConfig(chunk_size=CS))
     rng = random.Random(5)
-    parts = open_volume(store, options=MountOptions(cooler=False))
+    # Durable commits: no state pinned between sync points, so the data file stays compact and a
+    # random flip lands on a page in use as often as it would in a store that lived a while.
+    parts = open_volume(store, options=MountOptions(cooler=False, sync_close=True))
     v = parts.volume
     files: dict[str, bytes] = {}
     dirs = ["/", "/a", "/a/b", "/c", "/c/d", "/c/d/e"]

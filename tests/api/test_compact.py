@@ -221,9 +221,9 @@ parts = open_volume(Path(sys.argv[1]))
 segs, meta = parts.segments, parts.meta
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
-if where == "after-sync":  # copies appended and synced, pointers not swapped
-    real = segs.sync
-    segs.sync = lambda: (real(), die())
+if where == "after-append":  # copies appended (not yet synced: sync points do that), pointers not swapped
+    real = segs.append
+    segs.append = lambda frames: (real(frames), die())
 elif where == "after-swap":  # some pointers swapped, old segments not deleted
     progress = lambda done, total: die() if done else None
 elif where == "while-deleting":  # first segment's record forgotten, its file not yet deleted
@@ -235,7 +235,7 @@ print("finished without being killed")
 """
 
 
-@pytest.mark.parametrize("where", ["after-sync", "after-swap", "while-deleting"])
+@pytest.mark.parametrize("where", ["after-append", "after-swap", "while-deleting"])
 def test_kill_9_mid_compaction(tmp_path: Path, repo: Path, where: str) -> None:
     store = tmp_path / "store"
     files = churned_store(store)

@@ -16,6 +16,7 @@ from thermofs.codecs import CodecSpec, CodecTable
 from thermofs.daemon.options import MountOptions
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.durability import Durability, restore
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.reclaim import Reclaimer
@@ -48,14 +49,16 @@ class OpenVolume:
     cooler: Cooler
     trainer: Trainer
     reclaimer: Reclaimer
+    durability: Durability | None  # None when read-only
 
     def close(self) -> None:
         """Close every part, last built first. A part that fails to close (the tracker cannot write
         its hints into damaged metadata) is logged and the others still close; the first failure
         is raised at the end."""
         failed: Exception | None = None
-        for step in (self.cooler.stop, self.reclaimer.stop, self.volume.close, self._mark_closed,
-                     self.tracker.flush, self.pool.shutdown, self.segments.close, self.meta.close):
+        for step in (self.cooler.stop, self.reclaimer.stop, self.volume.close, self.tracker.flush,
+                     self._mark_closed, self._last_sync_point, self.pool.shutdown, self.segments.close,
+                     self.meta.close):
             if step == self._mark_closed and failed is not None:
                 continue  # not cleanly closed: the next open recovers
             try:
@@ -70,6 +73,10 @@ class OpenVolume:
         if not self.meta.readonly:
             mark_closed(self.meta)
 
+    def _last_sync_point(self) -> None:
+        if self.durability is not None:
+            self.durability.close()
+
 
 def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes: int = DEFAULT_DIRTY_BYTES,
                 options: MountOptions | None = None, clock: Callable[[], float] = time.time) -> OpenVolume:
@@ -77,38 +84,48 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     built, not started). The caller holds the lock.
     ``clock`` drives the policy (a simulated one in tests and replays)."""
     options = options or MountOptions(cache_bytes, dirty_bytes)
-    readonly = options.readonly
+    readonly, durable = options.readonly, options.sync_close
     config = read_config(store)
     if not readonly:
         secure(store)
         config = upgrade(store, config)  # logged; nothing to do for a store of the current format
-    meta, identity = open_meta(store, config, readonly=readonly)
+    restore(store, store / "segments", readonly)  # after a power loss: back to the last sync point
+    meta, identity = open_meta(store, config, readonly=readonly, durable_commits=durable)
     segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
-    reclaimer = Reclaimer(meta, segments)
+    durability = None if readonly else Durability(meta, segments, store / "meta.lmdb", durable,
+                                                  options.commit_seconds)
+    reclaimer = Reclaimer(meta, segments, durability)
+    if durability is not None:
+        durability.listen(reclaimer)
 
-    def freed(frames: list[tuple[int, int, int]]) -> None:
-        """A commit made frames garbage: punch them out, and a segment may now be all dead."""
-        segments.punch(frames)
-        reclaimer.freed()
+    def committed(txnid: int, freed: list[tuple[int, int, int]]) -> None:
+        """After every commit: the frames it freed are punched once it is synced, and a segment may
+        now be all dead."""
+        if durability is not None:
+            durability.committed(txnid, freed)
+        if freed:
+            reclaimer.freed()
 
-    meta.on_freed = freed
+    meta.on_commit = committed
     resources = load_resources(meta)
     table = CodecTable(resources)
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="encode")
     hot = table.parse(config.hot_codec)
-    chunks = ChunkStore(segments, table, hot, config.chunk_size)
+    chunks = ChunkStore(segments, table, hot, config.chunk_size, durable_commits=durable)
     params = policy_of(config, options.policy)
     tracker = Tracker(meta, params, clock)
     volume = Volume(meta, chunks, ChunkCache(options.cache_bytes), pool, options.dirty_bytes, tracker,
-                    reclaimer)
-    if not readonly:
+                    reclaimer, durability)
+    if durability is not None:
+        durability.sync()  # the state the volume opens at is the first sync point
         recover(meta, segments)  # the explicit, logged step after a crash (fs/recovery.py)
     slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
     trainer = Trainer(meta, chunks, resources, model_trainer(table))
     cold = table.parse(config.cold_codec)
     cooler = Cooler(chunks, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,
                     prepare=trainer.ensure_dictionaries if uses_dictionaries(cold) else None)
-    return OpenVolume(store, config, meta, segments, pool, volume, tracker, cooler, trainer, reclaimer)
+    return OpenVolume(store, config, meta, segments, pool, volume, tracker, cooler, trainer, reclaimer,
+                      durability)
 
 
 def uses_dictionaries(spec: CodecSpec) -> bool:

@@ -81,6 +81,8 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
             if options.cooler:
                 opened.cooler.start()
             opened.reclaimer.start()
+            if opened.durability is not None:
+                opened.durability.start()  # a sync point every `commit` seconds
         control = ControlServer(store, daemon_handlers(opened))
         if os.access(store, os.W_OK):
             control.start()  # a store on read-only media has no control socket: stats reads LMDB

@@ -20,7 +20,7 @@ import mfusepy  # type: ignore[import-untyped]
 from thermofs.codecs import CodecError
 from thermofs.daemon.binding import configure_fuse
 from thermofs.daemon.errnos import errno_of
-from thermofs.fs.errors import FsError, InvalidArgument
+from thermofs.fs.errors import FsError, InvalidArgument, NoSpace
 from thermofs.fs.meta import Inode
 from thermofs.fs.volume import Volume
 
@@ -42,7 +42,15 @@ def translate(fn: F) -> F:
 
     def wrapper(self: Operations, *args: Any) -> Any:
         try:
-            return fn(self, *args)
+            try:
+                return fn(self, *args)
+            except NoSpace:
+                # Space freed since the last sync point waits for the next (fs/durability.py), as a
+                # journaling filesystem commits its journal before it answers ENOSPC: make it come
+                # now and try once more (an operation that failed changed nothing).
+                if not self.volume.make_room():
+                    raise
+                return fn(self, *args)
         except (FsError, CodecError) as e:
             code = errno_of(e)
             if code == errno.EIO:

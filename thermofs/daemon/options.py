@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES
+from thermofs.fs.durability import DEFAULT_COMMIT_SECONDS
 from thermofs.fs.store import parse_size
 from thermofs.fs.volume import DEFAULT_DIRTY_BYTES
 from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL
 from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
 
 # Options thermofs itself takes with -o; everything else must be a FUSE option we pass through.
-OWN_OPTIONS = {"cache_size", "dirty_size", "cool_interval", "cool_budget", "nocool", *POLICY_KEYS}
+OWN_OPTIONS = {"cache_size", "dirty_size", "cool_interval", "cool_budget", "nocool", "commit", "sync_close",
+               *POLICY_KEYS}
 FUSE_FLAGS = {"allow_other", "allow_root", "ro", "rw", "noatime", "nodev", "nosuid", "noexec",
               "auto_unmount", "debug", "nothreads", "kernel_cache", "direct_io", "nonempty"}
 FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "max_read", "subtype",
@@ -27,6 +29,10 @@ class MountOptions:
     cool_interval: float = DEFAULT_INTERVAL
     cool_budget: int = DEFAULT_BUDGET
     cooler: bool = True
+    # Seconds between sync points (fs/durability.py): at most this much of what was closed is lost to
+    # a power loss. sync_close: every close (and every commit) durable on its own.
+    commit_seconds: float = DEFAULT_COMMIT_SECONDS
+    sync_close: bool = False
     fuse: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,6 +58,12 @@ def parse_options(text: str | None) -> MountOptions:
             opts.cool_budget = parse_size(value)
         elif key == "nocool" and not eq:
             opts.cooler = False
+        elif key == "commit" and eq:
+            opts.commit_seconds = parse_age(value)
+            if opts.commit_seconds <= 0:
+                raise ValueError(f"commit must be a positive time (got {value!r})")
+        elif key == "sync_close" and not eq:
+            opts.sync_close = True
         elif key in FUSE_FLAGS and not eq:
             opts.fuse[key] = True
         elif key in FUSE_VALUED and eq:

@@ -31,11 +31,15 @@ Encoded = tuple[bytes, Buffer, FrameInfo]
 
 
 class ChunkStore:
-    def __init__(self, segments: SegmentStore, table: CodecTable, hot: CodecSpec, chunk_size: int) -> None:
+    def __init__(self, segments: SegmentStore, table: CodecTable, hot: CodecSpec, chunk_size: int,
+                 durable_commits: bool = True) -> None:
+        """``durable_commits``: each commit is synced on its own (sync_close, offline tools), so the
+        frames it points at are synced before it; otherwise sync points do that (fs/durability.py)."""
         self.segments = segments
         self.table = table
         self.hot = hot
         self.chunk_size = chunk_size
+        self.durable_commits = durable_commits
 
     def encode_append(self, raws: Sequence[Buffer]) -> list[ChunkEntry | None]:
         """Encode chunks with the hot codec and append them with one writev (not yet synced);
@@ -51,8 +55,11 @@ class ChunkStore:
             out.append(_entry(*next(places), item[2]))
         return out
 
-    def sync(self) -> None:
-        self.segments.sync()
+    def prepare_commit(self) -> None:
+        """Before a commit that points at newly appended frames: with durable commits, sync them first
+        (invariant 1: data before pointer); otherwise the next sync point syncs them before LMDB."""
+        if self.durable_commits:
+            self.segments.sync()
 
     def dead_segments(self, garbage: dict[int, int]) -> list[int]:
         """Segments (not the active one) whose every byte is accounted as garbage."""

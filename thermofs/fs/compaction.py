@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
-from thermofs.fs.reclaim import reclaim, recount_garbage
+from thermofs.fs.reclaim import SyncedState, reclaim, recount_garbage
 from thermofs.fs.relocate import Chunk, relocate
 from thermofs.fs.segments import SegmentStore
 from thermofs.progress import Progress
@@ -68,8 +69,15 @@ def _live_bytes(meta: MetaStore) -> tuple[dict[int, int], dict[int, int]]:
         return t.live_bytes_by_segment(), t.garbage_by_segment()
 
 
+class SyncPoints(SyncedState, Protocol):
+    """Sync points (fs/durability.py): compaction makes one before it deletes what it emptied."""
+
+    def sync(self) -> int: ...
+
+
 def compact(meta: MetaStore, chunks: ChunkStore, progress: Progress | None = None,
-            stop: threading.Event | None = None, min_garbage: float = MIN_GARBAGE_SHARE) -> CompactReport:
+            stop: threading.Event | None = None, min_garbage: float = MIN_GARBAGE_SHARE,
+            sync_points: SyncPoints | None = None) -> CompactReport:
     """Rewrite the segments whose dead share is at least ``min_garbage`` and delete those left
     without a live frame. ``progress(done, total)`` is called with bytes copied; a set ``stop``
     ends the run after the current batch (the report says ``interrupted``)."""
@@ -79,13 +87,13 @@ def compact(meta: MetaStore, chunks: ChunkStore, progress: Progress | None = Non
     if not segments.compaction.acquire(blocking=False):
         raise CompactBusy("a compaction of this volume is already running")
     try:
-        return _compact(meta, chunks, progress, stop, min_garbage)
+        return _compact(meta, chunks, progress, stop, min_garbage, sync_points)
     finally:
         segments.compaction.release()
 
 
 def _compact(meta: MetaStore, chunks: ChunkStore, progress: Progress | None, stop: threading.Event | None,
-             min_garbage: float) -> CompactReport:
+             min_garbage: float, sync_points: SyncPoints | None) -> CompactReport:
     report = CompactReport()
     segments = chunks.segments
     # Writers append from the active segment on; frames in segments from first_id on may still
@@ -130,7 +138,7 @@ def _compact(meta: MetaStore, chunks: ChunkStore, progress: Progress | None, sto
         if stop is not None and stop.is_set():
             report.interrupted = True
             break
-    _remove_dead(meta, segments, report)
+    _remove_dead(meta, segments, report, sync_points)
     return report
 
 
@@ -144,9 +152,13 @@ def _move(meta: MetaStore, chunks: ChunkStore, batch: list[Chunk], report: Compa
     return sum(item.entry.frame_len for item in batch)
 
 
-def _remove_dead(meta: MetaStore, segments: SegmentStore, report: CompactReport) -> None:
-    """Delete the segments left without a live frame (fs/reclaim.py: the one rule for it)."""
-    reclaimed = reclaim(meta, segments)
+def _remove_dead(meta: MetaStore, segments: SegmentStore, report: CompactReport,
+                 sync_points: SyncPoints | None) -> None:
+    """Delete the segments left without a live frame (fs/reclaim.py: the one rule for it), after a
+    sync point: only what a synced commit freed may go."""
+    if sync_points is not None:
+        sync_points.sync()
+    reclaimed = reclaim(meta, segments, sync_points)
     report.segments_removed += len(reclaimed.removed)
     report.bytes_reclaimed += reclaimed.bytes_removed
     report.corrupt += reclaimed.kept

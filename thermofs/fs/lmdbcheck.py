@@ -242,3 +242,32 @@ def verify(env_dir: Path) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # never closed cleanly (a crash), or the record itself is damaged: the walk decides
     return check_structure(data, closed_at)
+
+
+def newest_meta_page(path: Path) -> tuple[int, bytes]:
+    """(transaction id, bytes) of the meta page LMDB would open ``path`` at."""
+    with open(path, "rb") as fh:
+        head = fh.read(2 * 65536)
+    first = _meta(head, 0)
+    if first is None:
+        raise ValueError(f"{path}: no valid first meta page")
+    psize = first[1]
+    second = _meta(head, psize)
+    slot = 1 if second is not None and second[0] > first[0] else 0
+    txnid = (second if slot else first)[0]  # type: ignore[index]
+    return txnid, head[slot * psize:(slot + 1) * psize]
+
+
+def put_meta_page(path: Path, page: bytes) -> None:
+    """Make ``page`` (a meta page saved at a sync point) both of the data file's meta pages, and sync:
+    LMDB then opens the file at that state."""
+    psize = len(page)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for slot in (0, 1):
+            own = bytearray(page)
+            struct.pack_into("<Q", own, 0, slot)  # a page names itself in its header
+            os.pwrite(fd, bytes(own), slot * psize)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)

@@ -46,6 +46,7 @@ import os
 import resource
 import stat
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -830,19 +831,46 @@ def map_size(path: Path) -> int:
     return max(want, current)
 
 
+class Snapshot:
+    """A read transaction held on one state (the last sync point), shared by reference count: LMDB
+    reuses none of that state's pages until it is released."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+        self._refs = 1
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            done = self._refs == 0
+        if done:
+            self._txn.abort()
+
+    def txn(self) -> Txn:
+        """Typed access to the state (between acquire and release, from one thread at a time)."""
+        return Txn(self._txn, self._dbs)
+
+
 class MetaStore:
     """The LMDB environment of a volume. Thread-safe: LMDB serializes writers, readers never block."""
 
     def __init__(self, path: Path, readonly: bool = False, create: bool = False,
-                 on_freed: Callable[[list[tuple[int, int, int]]], None] | None = None,
-                 check_structure: bool = True) -> None:
+                 on_commit: Callable[[int, list[tuple[int, int, int]]], None] | None = None,
+                 check_structure: bool = True, durable_commits: bool = True) -> None:
         """Open the environment at ``path`` (``create``: make it, for mkfs; otherwise it must exist
         and be sound: its structure is checked unless ``check_structure`` is off, for a read-only
-        look at an environment another process has open). ``on_freed`` is called after each commit
-        that made frames garbage (the segment store punches them out of their files, so deleting data
-        frees disk space at once); the assembly may set it later, once the segment store exists.
+        look at an environment another process has open). ``on_commit(txnid, freed)`` is called after
+        each commit with its transaction id and the frames it made garbage; the assembly sets it once
+        the segment store exists. ``durable_commits``: every commit synced with its meta page
+        (LMDB's sync and metasync); off, commits are synced only at sync points (fs/durability.py).
         Writes nothing unless ``create``, but a writable open forgets the clean-close fingerprint."""
-        self.on_freed = on_freed
+        self.on_commit = on_commit
         self.readonly = readonly
         self.path = path
         if not create:
@@ -863,9 +891,8 @@ class MetaStore:
         try:
             self.env = lmdb.open(str(path), map_size=map_size(path), max_dbs=len(DBS) + 2, subdir=True,
                                  readonly=readonly, create=create, lock=lock, mode=0o600,
-                                 # one fdatasync per commit, none for the meta page: a system crash may
-                                 # undo the last commit but never corrupts (LMDB keeps ACI).
-                                 metasync=False, sync=True, readahead=False, max_readers=512)
+                                 sync=durable_commits, metasync=durable_commits, readahead=False,
+                                 max_readers=512)
         except lmdb.Error as e:
             raise MetaError(f"cannot open metadata store {path}: {e}") from e
         try:
@@ -904,6 +931,7 @@ class MetaStore:
         try:
             yield t
             t._apply_deltas()
+            txnid = txn.id()
             txn.commit()
         except lmdb.Error as e:
             txn.abort()
@@ -914,8 +942,34 @@ class MetaStore:
         except BaseException:
             txn.abort()
             raise
-        if t.freed and self.on_freed is not None:
-            self.on_freed(t.freed)
+        if self.on_commit is not None:
+            self.on_commit(txnid, t.freed)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold LMDB's write lock without writing: no commit runs, none is half written (a sync point)."""
+        try:
+            txn = self.env.begin(write=True)
+        except lmdb.Error as e:
+            raise _map_lmdb_error(e) from e
+        try:
+            yield
+        finally:
+            txn.abort()
+
+    def flush(self) -> None:
+        """Sync the data file: every commit so far, with its meta page, on disk."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as e:
+            raise _map_lmdb_error(e) from e
+
+    def pin(self) -> Snapshot:
+        """A read transaction on the current state, held until released: LMDB reuses none of its pages."""
+        return Snapshot(self.env.begin(buffers=False), self.dbs)
+
+    def last_txnid(self) -> int:
+        return int(self.env.info()["last_txnid"])
 
     def close(self) -> None:
         self.env.close()

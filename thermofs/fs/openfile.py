@@ -378,17 +378,20 @@ class OpenFile:
         self._inline.pop(index, None)
         self._superseded += _in_segments([self._staged.pop(index, None)])
 
+    def _keep_buffered(self, index: int, flight: Inflight) -> None:
+        """A chunk the encoder could not store (a full disk): its bytes stay buffered, so nothing
+        acknowledged is lost; the error reaches the application through a write, flush or fsync."""
+        del self._inflight[index]
+        if index not in self._dirty:
+            self._dirty[index] = bytearray(flight.raw)
+        else:
+            self._budget.add(-len(flight.raw))
+
     def _reap_one(self, index: int, flight: Inflight) -> None:
         try:
             entry = flight.future.result()[flight.slot]
         except BaseException:
-            # Not stored (a full disk): keep the bytes buffered so nothing acknowledged is lost;
-            # the error reaches the application through this write, flush or fsync.
-            del self._inflight[index]
-            if index not in self._dirty:
-                self._dirty[index] = bytearray(flight.raw)
-            else:
-                self._budget.add(-len(flight.raw))
+            self._keep_buffered(index, flight)
             raise
         del self._inflight[index]
         self._budget.add(-len(flight.raw))
@@ -399,20 +402,26 @@ class OpenFile:
         the batches done up to the first one still encoding. A write checks one future, not every
         chunk in flight: asking each of up to 1,024 chunks' futures took half the CPU of a 1 MiB
         write request (py-spy, sequential write of text)."""
+        failure: BaseException | None = None
         while self._batches:
             future, indices = self._batches[0]
-            if not wait and not future.done():
-                return
+            if not wait and failure is None and not future.done():
+                break  # after a failure every batch is waited for: they fail alike, and raise once
             self._batches.popleft()
-            for i, index in enumerate(indices):
+            error = future.exception()
+            for index in indices:
                 flight = self._inflight.get(index)
                 if flight is None or flight.future is not future:
                     continue  # rewritten meanwhile: its frame was reaped by _supersede
-                try:
+                if error is None:
                     self._reap_one(index, flight)
-                except BaseException:
-                    self._batches.appendleft((future, indices[i + 1:]))  # the rest stays in flight
-                    raise
+                else:
+                    self._keep_buffered(index, flight)
+            failure = failure or error
+        if failure is not None:
+            # Every failed batch is buffered again, and the error raised once: the write, flush or
+            # fsync that sees it changed nothing and can be tried again (a full disk, room made).
+            raise failure
 
     # -- truncating and committing ------------------------------------------------------------------
     def truncate(self, size: int, defer: bool = False) -> None:
@@ -474,7 +483,7 @@ class OpenFile:
                 self._submit([(index, self._dirty.pop(index)) for index in pending])
             self._reap(wait=True)
             if _in_segments(self._staged.values()):
-                self._chunks.sync()
+                self._chunks.prepare_commit()
             linked = False
             with self._meta.write() as t:
                 inode = t.get_inode(self.ino)

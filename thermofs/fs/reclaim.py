@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from thermofs.fs.errors import MetaError
-from thermofs.fs.meta import MetaStore
+from thermofs.fs.meta import MetaStore, Txn
 from thermofs.fs.segments import SegmentStore, segment_name
 
 log = logging.getLogger("thermofs.reclaim")
@@ -45,8 +47,16 @@ class ReclaimReport:
     error: str | None = None  # why the pass deleted nothing (a damaged chunk record)
 
 
-def reclaim(meta: MetaStore, segments: SegmentStore, stop: threading.Event | None = None) -> ReclaimReport:
-    """One pass: delete every segment the two conditions above allow."""
+class SyncedState(Protocol):
+    """The state of the last sync point (fs/durability.py), to check a deletion against."""
+
+    def synced_view(self) -> AbstractContextManager[Txn | None]: ...
+
+
+def reclaim(meta: MetaStore, segments: SegmentStore, synced: SyncedState | None = None,
+            stop: threading.Event | None = None) -> ReclaimReport:
+    """One pass: delete every segment the two conditions above allow, in the current state and, with
+    ``synced``, in the state of the last sync point too (a power loss goes back to it)."""
     report = ReclaimReport()
     active = segments.active_id
     with meta.read() as t:
@@ -60,17 +70,24 @@ def reclaim(meta: MetaStore, segments: SegmentStore, stop: threading.Event | Non
     try:
         with meta.read() as t:
             live = t.live_bytes_by_segment()
+        waiting: dict[int, int] = {}  # live only in the last synced state: deletable after the next
+        if synced is not None:
+            with synced.synced_view() as view:
+                if view is not None:
+                    waiting = view.live_bytes_by_segment()
     except MetaError as e:
         report.error = f"a chunk record is damaged, no segment was deleted (run thermofs fsck): {e}"
         log.error("%s", report.error)
         return report
     for seg in gone:
-        if not live.get(seg):
+        if not live.get(seg) and not waiting.get(seg):
             with meta.write() as t:
                 t.forget_segment(seg)  # its file went before its record (a crash in between)
     for seg, dead in sorted(candidates.items()):
         if stop is not None and stop.is_set():
             break
+        if waiting.get(seg) and not live.get(seg):
+            continue  # freed since the last sync point: a power loss would bring its frames back
         if live.get(seg):
             frames = segments.frame_bytes(seg)
             why = (f"{segment_name(seg)}: its garbage record says {dead} of its {frames} frame bytes are dead, "
@@ -113,9 +130,11 @@ def recount_garbage(meta: MetaStore, segments: SegmentStore, which: Iterable[int
 class Reclaimer:
     """The daemon's background reclaimer thread."""
 
-    def __init__(self, meta: MetaStore, segments: SegmentStore, interval: float = RECLAIM_SECONDS) -> None:
+    def __init__(self, meta: MetaStore, segments: SegmentStore, synced: SyncedState | None = None,
+                 interval: float = RECLAIM_SECONDS) -> None:
         self._meta = meta
         self._segments = segments
+        self._synced = synced
         self._interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -123,6 +142,10 @@ class Reclaimer:
 
     def freed(self) -> None:
         """Frames died: run a pass soon (fs/volume.py's SpaceWatcher)."""
+        self._wake.set()
+
+    def synced(self) -> None:
+        """A sync point (fs/durability.py's SyncListener): what it freed may go now."""
         self._wake.set()
 
     def start(self) -> None:
@@ -137,7 +160,7 @@ class Reclaimer:
                 return
             self._wake.clear()
             try:
-                reclaim(self._meta, self._segments, self._stop)
+                reclaim(self._meta, self._segments, self._synced, self._stop)
             except Exception:  # a full disk, a damaged store: log it, try again next time
                 log.exception("reclaiming dead segments failed")
 

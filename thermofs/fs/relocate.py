@@ -113,5 +113,5 @@ def _place(chunks: ChunkStore, chosen: list[Chunk], new: list[Encoded | bytes],
         out = [stored.get(i, (dataclasses.replace(item.entry, tier=tier), None)) for i, item in enumerate(chosen)]
     if any(entry.segment != INLINE_SEGMENT and (entry.segment, entry.offset) != (item.entry.segment, item.entry.offset)
            for item, (entry, _frame) in zip(chosen, out, strict=True)):
-        chunks.sync()
+        chunks.prepare_commit()
     return out

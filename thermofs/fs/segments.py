@@ -187,6 +187,11 @@ class SegmentStore:
                     raise
                 del self._unsynced[seg_id]
 
+    def has_unsynced(self) -> bool:
+        """Were frames appended since the last sync?"""
+        with self._lock:
+            return bool(self._unsynced)
+
     def read(self, seg_id: int, offset: int, length: int) -> bytes:
         if offset < self.header_size(seg_id):
             raise CorruptChunk(f"segment {segment_name(seg_id)}: offset {offset} lies in its header")

@@ -155,8 +155,8 @@ class DamagedMetadata(StoreError):
     """The store's LMDB is missing, empty, truncated, structurally damaged or another volume's."""
 
 
-def open_meta(store: Path, cfg: StoreConfig, readonly: bool = False,
-              check_structure: bool = True) -> tuple[MetaStore, Identity]:
+def open_meta(store: Path, cfg: StoreConfig, readonly: bool = False, check_structure: bool = True,
+              durable_commits: bool = True) -> tuple[MetaStore, Identity]:
     """Open the store's LMDB and check it is this volume's: present, not empty, not truncated, sound
     in structure (``check_structure`` off only for a look at a store a daemon has open), its identity
     record sound and equal to thermofs.json's. A store failing any check is refused, never opened as
@@ -165,7 +165,8 @@ def open_meta(store: Path, cfg: StoreConfig, readonly: bool = False,
         raise StoreError(f"{store} has format version {cfg.version}; mount it (or run 'thermofs fsck --repair') "
                          f"once to upgrade it to version {FORMAT_VERSION}")
     try:
-        meta = MetaStore(store / "meta.lmdb", readonly=readonly, check_structure=check_structure)
+        meta = MetaStore(store / "meta.lmdb", readonly=readonly, check_structure=check_structure,
+                         durable_commits=durable_commits)
     except MetaDamaged as e:
         raise DamagedMetadata(f"{e}; the volume's metadata is lost or damaged, so nothing was opened "
                               f"(restore meta.lmdb from a backup; its segments are left untouched)") from None

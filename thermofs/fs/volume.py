@@ -96,6 +96,15 @@ def _xattr_key(name: str) -> bytes:
     return raw
 
 
+class Syncer(Protocol):
+    """Sync points (fs/durability.py): what is committed made durable (``fsync``), and the space that
+    commits freed made free at once (a full disk)."""
+
+    def make_durable(self) -> None: ...
+
+    def make_room(self) -> bool: ...
+
+
 class SpaceWatcher(Protocol):
     """Told when frames died (the reclaimer, which may then delete segments holding only garbage)."""
 
@@ -105,10 +114,11 @@ class SpaceWatcher(Protocol):
 class Volume:
     def __init__(self, meta: MetaStore, chunks: ChunkStore, cache: ChunkCache, pool: ThreadPoolExecutor,
                  dirty_limit: int = DEFAULT_DIRTY_BYTES, observer: AccessObserver | None = None,
-                 space: SpaceWatcher | None = None) -> None:
+                 space: SpaceWatcher | None = None, syncer: Syncer | None = None) -> None:
         """Writes nothing: recovery after a crash is an explicit step of the assembly (fs/recovery.py)."""
         self.meta = meta
         self._space = space
+        self._syncer = syncer
         self._observer = observer
         self.chunks = chunks
         self.cache = cache
@@ -601,14 +611,22 @@ class Volume:
                 self._reclaim()
 
     def flush(self, fh: int) -> None:
-        """close(): a handle that may have written commits the file (invariant 2)."""
+        """close(): a handle that may have written commits the file (invariant 2): it survives a
+        crash of the daemon; a power loss only once a sync point covers it (fs/durability.py)."""
         f = self._open_file(fh)
         if self._handles[fh][1]:
             f.commit()
 
+    def make_room(self) -> bool:
+        """The disk is full: free what commits freed now, rather than at the next sync point. True if
+        there may be room for another try."""
+        return self._syncer is not None and self._syncer.make_room()
+
     def fsync(self, fh: int) -> None:
-        """fsync()/fdatasync(): encode every buffered chunk, sync the segments, commit."""
+        """fsync()/fdatasync(): commit the file, then make everything committed durable."""
         self._open_file(fh).commit()
+        if self._syncer is not None:
+            self._syncer.make_durable()
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         out = self._open_file(fh).read(offset, size)

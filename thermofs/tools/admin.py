@@ -52,7 +52,8 @@ def offline(store: Path) -> Iterator[OpenVolume]:
     """The parts of an unmounted store, under its lock (a mount meanwhile is refused)."""
     lock = lock_store(store)
     try:
-        parts = open_volume(store, options=MountOptions(cooler=False))
+        # Durable commits: an admin command commits in large batches, and no state stays pinned.
+        parts = open_volume(store, options=MountOptions(cooler=False, sync_close=True))
         try:
             yield parts
         finally:

@@ -606,7 +606,7 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
             report.problems.append(Problem("metadata-damaged", str(store / "meta.lmdb"), str(e), False))
             return report
         segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
-        meta.on_freed = segments.punch
+        meta.on_commit = lambda _txnid, freed: segments.punch(freed)  # fsck's commits are durable
         try:
             damaged: list[DamagedRecord] = []
             table = CodecTable(load_resources(meta, damaged))

@@ -129,7 +129,9 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
                    "dirty_size=SIZE (write buffers, default 64M); the hot/cold policy: cold_age=AGE, "
                    "cold_count=N, hot_count=N, half_life=AGE (override mkfs --policy), cool_interval=AGE "
                    "(between background passes, default 60s), cool_budget=SIZE (bytes/s, default 32M), "
-                   "nocool (no background cooling); and FUSE options such as allow_other, ro, kernel_cache.")
+                   "nocool (no background cooling); commit=AGE (a sync point at least this often, default "
+                   "5s), sync_close (every close durable against power loss); and FUSE options such as "
+                   "allow_other, ro, kernel_cache.")
 @click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the store's log file only.")
 def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | None, no_stderr: bool) -> None:
     """Mount the volume in STORE on MOUNTPOINT (unmount with: thermofs umount MOUNTPOINT).
@@ -282,6 +284,22 @@ def cool_cmd(target: Path, now: bool, older_than: float | None, as_json: bool) -
         click.echo(f"cooled {report['cooled']} chunks, saved {human_bytes(report['bytes_saved'])} "
                    f"(scanned {report['scanned']}, promoted {report['promoted']}, skipped {report['raced']} "
                    f"rewritten meanwhile, {report['damaged']} damaged)")
+
+
+@main.command("sync", epilog=EXIT_RULE)
+@click.argument("target", type=click.Path(path_type=Path))
+def sync_cmd(target: Path) -> None:
+    """Make everything written to the volume at TARGET (a store or a mountpoint) durable now.
+
+    A close commits a file without syncing it (it survives a crash of the daemon); a sync point every
+    few seconds (mount option commit=SECONDS, default 5), fsync and the unmount make it durable
+    against a power loss. This makes one now.
+    """
+    from thermofs.tools.admin import sync, target_of
+
+    where = _check(lambda: target_of(target))
+    result = _run(lambda: sync(where))
+    click.echo(f"synced {where.store} (transaction {result['synced_txnid']})")
 
 
 @main.command("train")

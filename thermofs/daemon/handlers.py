@@ -30,7 +30,7 @@ def _cool(opened: OpenVolume, args: dict[str, Any], progress: Progress, stop: th
 def _compact(opened: OpenVolume, args: dict[str, Any], progress: Progress,
              stop: threading.Event | None) -> dict[str, Any]:
     return asdict(compact_store(opened.meta, opened.volume.chunks, progress, stop,
-                                float(args.get("min_garbage", MIN_GARBAGE_SHARE))))
+                                float(args.get("min_garbage", MIN_GARBAGE_SHARE)), opened.durability))
 
 
 def _train(opened: OpenVolume, args: dict[str, Any], progress: Progress,
@@ -39,7 +39,13 @@ def _train(opened: OpenVolume, args: dict[str, Any], progress: Progress,
     return asdict(report)
 
 
-OPERATIONS: dict[str, Operation] = {"cool": _cool, "compact": _compact, "train": _train}
+def _sync(opened: OpenVolume, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
+    """A sync point now: everything committed becomes durable against a power loss."""
+    durability = opened.durability
+    return {"synced_txnid": durability.sync() if durability is not None else None}
+
+
+OPERATIONS: dict[str, Operation] = {"cool": _cool, "compact": _compact, "train": _train, "sync": _sync}
 
 
 def daemon_handlers(opened: OpenVolume) -> dict[str, Handler]:

@@ -44,34 +44,42 @@ class MountOptions:
 def parse_options(text: str | None) -> MountOptions:
     opts = MountOptions()
     for item in filter(None, (text or "").split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if key == "cache_size" and eq:
-            opts.cache_bytes = parse_size(value)
-        elif key == "dirty_size" and eq:
-            opts.dirty_bytes = parse_size(value)
-        elif key in POLICY_KEYS and eq:
-            opts.policy[key] = value
-        elif key == "cool_interval" and eq:
-            opts.cool_interval = parse_age(value)
-        elif key == "cool_budget" and eq:
-            opts.cool_budget = parse_size(value)
-        elif key == "nocool" and not eq:
-            opts.cooler = False
-        elif key == "commit" and eq:
-            opts.commit_seconds = parse_age(value)
-            if opts.commit_seconds <= 0:
-                raise ValueError(f"commit must be a positive time (got {value!r})")
-        elif key == "sync_close" and not eq:
-            opts.sync_close = True
-        elif key in FUSE_FLAGS and not eq:
-            opts.fuse[key] = True
-        elif key in FUSE_VALUED and eq:
-            opts.fuse[key] = value
-        else:
-            known = ", ".join(sorted(OWN_OPTIONS | FUSE_FLAGS | FUSE_VALUED))
-            raise ValueError(f"unknown or malformed mount option {item!r} (known: {known})")
+        try:
+            _apply(opts, item)
+        except ValueError as e:
+            raise ValueError(str(e) if item in str(e) else f"mount option {item!r}: {e}") from None
     PolicyParams().with_options(opts.policy)  # a bad value fails here, before mounting
     return opts
+
+
+def _apply(opts: MountOptions, item: str) -> None:
+    """Set what one ``-o`` item says."""
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if key == "cache_size" and eq:
+        opts.cache_bytes = parse_size(value)
+    elif key == "dirty_size" and eq:
+        opts.dirty_bytes = parse_size(value)
+    elif key in POLICY_KEYS and eq:
+        opts.policy[key] = value
+    elif key == "cool_interval" and eq:
+        opts.cool_interval = parse_age(value)
+    elif key == "cool_budget" and eq:
+        opts.cool_budget = parse_size(value)
+    elif key == "nocool" and not eq:
+        opts.cooler = False
+    elif key == "commit" and eq:
+        opts.commit_seconds = parse_age(value)
+        if opts.commit_seconds <= 0:
+            raise ValueError(f"commit must be a positive time (got {value!r})")
+    elif key == "sync_close" and not eq:
+        opts.sync_close = True
+    elif key in FUSE_FLAGS and not eq:
+        opts.fuse[key] = True
+    elif key in FUSE_VALUED and eq:
+        opts.fuse[key] = value
+    else:
+        known = ", ".join(sorted(OWN_OPTIONS | FUSE_FLAGS | FUSE_VALUED))
+        raise ValueError(f"unknown or malformed mount option {item!r} (known: {known})")
 
 

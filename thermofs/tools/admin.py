@@ -104,6 +104,12 @@ def compact(target: Target, min_garbage: float, stop: threading.Event) -> Compac
     return CompactReport(**_run(target, "compact", {"min_garbage": min_garbage}, "compacting", "B", stop=stop))
 
 
+def sync(target: Target) -> dict[str, Any]:
+    """``thermofs sync``: a sync point of the mounted volume now (an unmounted store is opened, made
+    whole after a crash, synced and closed)."""
+    return _run(target, "sync", {}, "syncing", show_progress=False)
+
+
 def train(target: Target, budget: float, model: bool) -> dict[str, Any]:
     """``thermofs train``: dictionaries (and a learned model) from the volume's own chunks."""
     return _run(target, "train", {"budget": budget, "model": model}, "training", "‰")

@@ -45,6 +45,7 @@ from typing import Any
 from thermofs.codecs import CodecTable
 from thermofs.daemon.lock import lock_store
 from thermofs.fs.chunkstore import ChunkStore
+from thermofs.fs.durability import needs_restore, restore
 from thermofs.fs.errors import CorruptChunk, MetaError
 from thermofs.fs.meta import (
     COUNTERS,
@@ -599,6 +600,14 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
         if repair:
             secure(store)
             config = upgrade(store, config)
+            restore(store, store / "segments")  # after a power loss: back to the last sync point
+        elif (record := needs_restore(store / "meta.lmdb")) is not None:
+            report = FsckReport(str(store), repair=repair)
+            report.problems.append(Problem(
+                "needs-restore", str(store / "meta.lmdb"), f"the machine restarted since the last sync point "
+                f"(transaction {record.txnid}): what was committed after it may be torn; mounting the volume "
+                f"or fsck --repair goes back to it first", True))
+            return report
         try:
             meta, identity = open_meta(store, config, readonly=not repair)
         except DamagedMetadata as e:

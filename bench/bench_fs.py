@@ -306,6 +306,12 @@ class ThermofsTarget(FuseTarget):
         return problems
 
 
+class ThermofsSyncCloseTarget(ThermofsTarget):
+    """thermofs mounted with -o sync_close: every close durable, as passthrough-sync."""
+
+    name = "thermofs-sync_close"
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -4,16 +4,22 @@
 Only the operations are its own. Everything between the kernel and them is thermofs's, taken from
 thermofs itself so that it cannot drift while thermofs changes: the binding (thermofs's subclass of
 mfusepy's FUSE on libfuse3, threaded), the ``init_with_config`` settings (``thermofs.daemon.binding.configure_fuse``:
-use_ino, nullpath_ok, attribute timeout, max_readahead ...), the kernel read-ahead raise, and the same
-mount options (fsname/subtype, default_permissions, allow_other as root). The difference between the
-two is then thermofs's own work: chunking, compression, LMDB, segments.
+use_ino, nullpath_ok, max_readahead ...), the kernel read-ahead raise, and the same mount options
+(fsname/subtype, default_permissions, allow_other as root). The difference between the two is then
+thermofs's own work: chunking, compression, LMDB, segments.
 
-    python bench/passthrough.py ROOT MOUNTPOINT [--nothreads] [--sync-on-close]
+One setting differs: the passthrough caches no attributes (attribute timeout 0). libfuse's path-based
+API gives each name of a hard-linked file its own kernel inode, and a filesystem that lets the kernel
+cache attributes must invalidate the other names when the file changes, as thermofs does
+(thermofs/daemon/kernelnames.py); the passthrough does not, so only uncached is it correct.
+``--cache-attrs`` caches them for thermofs's timeout anyway, as a reference (stale with hard links).
 
-It runs in the foreground; unmount with fusermount -u MOUNTPOINT. With --sync-on-close it keeps
-thermofs's durability contract (DESIGN invariant 2: close of a written file makes it durable) by an
-fsync of the backing file when a written handle is flushed; bare, it syncs only on fsync as the
-kernel's own filesystems do.
+    python bench/passthrough.py ROOT MOUNTPOINT [--nothreads] [--sync-on-close] [--cache-attrs]
+
+It runs in the foreground; unmount with fusermount -u MOUNTPOINT. With --sync-on-close it keeps the
+contract of thermofs's ``-o sync_close`` (close of a written file makes it durable) by an fsync of the
+backing file when a written handle is flushed; bare, it syncs only on fsync as the kernel's own
+filesystems do.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # must come after FUSE_LIBRARY_NAME
 
 # mfusepy.FUSE with thermofs's fix-ups, and the same settings as thermofs.
-from thermofs.daemon.binding import FUSE, configure_fuse, raise_read_ahead
+from thermofs.daemon.binding import ATTR_TIMEOUT, FUSE, configure_fuse, raise_read_ahead
 
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -60,9 +66,10 @@ class Passthrough(mfusepy.Operations):
     flag_nullpath_ok = True
     flag_nopath = True
 
-    def __init__(self, root: str, sync_on_close: bool = False) -> None:
+    def __init__(self, root: str, sync_on_close: bool = False, cache_attrs: bool = False) -> None:
         self.root = os.path.realpath(root)
         self.sync_on_close = sync_on_close
+        self.attr_timeout = ATTR_TIMEOUT if cache_attrs else 0.0
         self._written: set[int] = set()  # handles written since their last flush (sync_on_close)
         self._written_lock = threading.Lock()
 
@@ -70,7 +77,7 @@ class Passthrough(mfusepy.Operations):
         return self.root + path if path != "/" else self.root
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        configure_fuse(conn, config)
+        configure_fuse(conn, config, self.attr_timeout)
 
     @fuse_errors
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
@@ -234,8 +241,8 @@ class Passthrough(mfusepy.Operations):
 
 def main(argv: list[str]) -> int:
     flags = set(argv[3:])
-    if len(argv) < 3 or not flags <= {"--nothreads", "--sync-on-close"}:
-        print(f"usage: {argv[0]} ROOT MOUNTPOINT [--nothreads] [--sync-on-close]", file=sys.stderr)
+    if len(argv) < 3 or not flags <= {"--nothreads", "--sync-on-close", "--cache-attrs"}:
+        print(f"usage: {argv[0]} ROOT MOUNTPOINT [--nothreads] [--sync-on-close] [--cache-attrs]", file=sys.stderr)
         return 2
     nothreads = "--nothreads" in flags
     # libfuse3 does chdir("/") even in the foreground: absolute paths only.
@@ -246,7 +253,8 @@ def main(argv: list[str]) -> int:
         opts["allow_other"] = True
     threading.Thread(target=raise_read_ahead, args=(Path(mountpoint), time.monotonic() + 30),
                      daemon=True).start()
-    FUSE(Passthrough(root, "--sync-on-close" in flags), mountpoint, foreground=True, nothreads=nothreads, **opts)
+    FUSE(Passthrough(root, "--sync-on-close" in flags, "--cache-attrs" in flags), mountpoint, foreground=True,
+         nothreads=nothreads, **opts)
     return 0
 
 

@@ -9,7 +9,9 @@ same for the binding.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -59,8 +61,18 @@ def raise_read_ahead(mountpoint: Path, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def configure_fuse(conn: Any, config: Any) -> None:
-    """libfuse's connection and configuration at init: read-ahead, inode numbers, no cached attributes."""
+# How long the kernel may cache a file's attributes (and a name's entry, libfuse's default) before it
+# asks again. Caching saves a GETATTR for every directory of every path the kernel walks and for each
+# stat: creating a small file took 7 GETATTR requests uncached, 3 cached (bench/bench_small_files.py,
+# docs/BENCHMARKS.md). A hard-linked file's other names are invalidated on each change
+# (daemon/kernelnames.py), so no name shows stale attributes; one second bounds what anything missed
+# could cost.
+ATTR_TIMEOUT = 1.0
+
+
+def configure_fuse(conn: Any, config: Any, attr_timeout: float = ATTR_TIMEOUT) -> None:
+    """libfuse's connection and configuration at init: read-ahead, inode numbers, paths for every
+    operation, and how long the kernel caches attributes."""
     if conn is not None:
         conn.max_readahead = READ_AHEAD_KB << 10
     if config is not None:
@@ -68,12 +80,36 @@ def configure_fuse(conn: Any, config: Any) -> None:
         # file unlinked while open to a hidden name, so fstat() on it keeps working (with
         # hard_remove the path-based API answers ESTALE); the volume reclaims such files after a crash.
         config.use_ino = 1
-        config.nullpath_ok = 1
-        # The path-based libfuse API gives each name of a hard-linked file its own kernel inode, so a
-        # cached size or link count of one name goes stale when the file changes through another.
-        # Attributes are therefore never cached (libfuse3 still invalidates cached pages when size
-        # or mtime change: auto_inval_data).
-        config.attr_timeout = 0.0
+        # Operations on open files get the path of the kernel inode they came through (it is left
+        # out of an invalidation, daemon/kernelnames.py); a path libfuse cannot build comes as None.
+        config.nullpath_ok = 0
+        # The path-based libfuse API gives each name of a hard-linked file its own kernel inode: a
+        # filesystem that caches attributes must invalidate the other names when the file changes
+        # (thermofs does; the bench's passthrough caches nothing). libfuse3 invalidates cached pages
+        # when size or mtime change (auto_inval_data).
+        config.attr_timeout = attr_timeout
+        config.entry_timeout = attr_timeout
+
+
+class PathInvalidator:
+    """Drop what the kernel caches for a path (attributes and pages): libfuse's fuse_invalidate_path.
+
+    ``bind`` runs inside a request (init) to learn the libfuse handle; a path libfuse or the kernel
+    no longer knows is nothing to invalidate."""
+
+    def __init__(self) -> None:
+        self._fuse: int | None = None
+
+    def bind(self) -> None:
+        self._fuse = mfusepy._libfuse.fuse_get_context().contents.fuse
+
+    def __call__(self, path: str) -> None:
+        if self._fuse is None:
+            return
+        err = mfusepy._libfuse.fuse_invalidate_path(ctypes.c_void_p(self._fuse),
+                                                       path.encode("utf-8", "surrogateescape"))
+        if err and err != -errno.ENOENT:
+            log.warning("invalidating the kernel's cache of %r: %s", path, os.strerror(-err))
 
 
 class FixedUpOperations(Protocol):

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 import mfusepy  # type: ignore[import-untyped]
 
 from thermofs.codecs import CodecError
-from thermofs.daemon.binding import configure_fuse
+from thermofs.daemon.binding import PathInvalidator, configure_fuse
 from thermofs.daemon.errnos import errno_of
+from thermofs.daemon.kernelnames import KernelNames
 from thermofs.fs.errors import FsError, InvalidArgument, NoSpace
 from thermofs.fs.meta import Inode
 from thermofs.fs.volume import Volume
@@ -92,18 +93,25 @@ def statfs_of(store: Path, volume: Volume) -> dict[str, int]:
 
 class Operations(mfusepy.Operations):
     use_ns = True
-    # Operations on open handles arrive with path None once the file is unlinked (hard_remove).
+    # A path libfuse cannot build (a file unlinked under hard_remove) comes as None.
     flag_nullpath_ok = True
     flag_nopath = True
 
     def __init__(self, volume: Volume, store: Path) -> None:
         self.volume = volume
         self._store = store
+        self._invalidator = PathInvalidator()
+        # Attributes are cached by the kernel (ATTR_TIMEOUT); the other names of a hard-linked file
+        # are invalidated when it changes. Every operation that changes a file tells it.
+        self._names = KernelNames(self._invalidator)
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         configure_fuse(conn, config)
+        self._invalidator.bind()
+        self._names.start()
 
     def destroy(self, path: str) -> None:
+        self._names.stop()
         self.volume.close()
 
     def _ino(self, path: str | None, fh: int | None) -> int:
@@ -114,11 +122,19 @@ class Operations(mfusepy.Operations):
             raise InvalidArgument("no path and no file handle")
         return self.volume.resolve(path)
 
+    def _changed(self, ino: int, path: str | None) -> None:
+        """``ino`` changed through ``path``: the kernel must not keep its other names' attributes."""
+        if self._names.tracks(ino):
+            self._names.changed(ino, path)
+
     @translate
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         if fh or path is None:
             return _stat(self.volume.getattr(self._ino(path, fh)))
-        return _stat(self.volume.lookup_attr(path))
+        inode = self.volume.lookup_attr(path)
+        if inode.nlink > 1:
+            self._names.looked_up(path, inode.ino, inode.nlink, stat.S_ISDIR(inode.mode))
+        return _stat(inode)
 
     @translate
     def opendir(self, path: str) -> int:
@@ -159,12 +175,15 @@ class Operations(mfusepy.Operations):
 
     @translate
     def link(self, target: str, source: str) -> int:
-        self.volume.link(self.volume.resolve(source), target)
+        ino = self.volume.resolve(source)
+        self.volume.link(ino, target)
+        self._names.linked(ino, source, target)
         return 0
 
     @translate
     def unlink(self, path: str) -> int:
         self.volume.unlink(path)
+        self._names.unlinked(path)
         return 0
 
     @translate
@@ -178,16 +197,21 @@ class Operations(mfusepy.Operations):
             raise InvalidArgument("only RENAME_NOREPLACE is supported")
         self.volume.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE),
                            hide=new.rpartition("/")[2].startswith(HIDDEN_PREFIX))
+        self._names.renamed(old, new)
         return 0
 
     @translate
     def chmod(self, path: str | None, mode: int, fh: int | None = None) -> int:
-        self.volume.setattr(self._ino(path, fh), mode=mode)
+        ino = self._ino(path, fh)
+        self.volume.setattr(ino, mode=mode)
+        self._changed(ino, path)
         return 0
 
     @translate
     def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> int:
-        self.volume.setattr(self._ino(path, fh), uid=uid, gid=gid)
+        ino = self._ino(path, fh)
+        self.volume.setattr(ino, uid=uid, gid=gid)
+        self._changed(ino, path)
         return 0
 
     @translate
@@ -198,21 +222,28 @@ class Operations(mfusepy.Operations):
             mtime: int | None = now
         else:
             atime, mtime = (None if t == UTIME_OMIT else now if t == UTIME_NOW else t for t in times)
-        self.volume.setattr(self._ino(path, fh), atime=atime, mtime=mtime)
+        ino = self._ino(path, fh)
+        self.volume.setattr(ino, atime=atime, mtime=mtime)
+        self._changed(ino, path)
         return 0
 
     @translate
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         if length < 0:
             raise InvalidArgument("negative length")
-        self.volume.truncate(self._ino(path, fh), length)
+        ino = self._ino(path, fh)
+        self.volume.truncate(ino, length)
+        self._changed(ino, path)
         return 0
 
     @translate
     def open(self, path: str, flags: int) -> int:
         # libfuse3 asks for atomic O_TRUNC: the kernel sends no separate truncate.
-        return self.volume.open(self.volume.resolve(path), truncate=bool(flags & os.O_TRUNC),
-                                writable=(flags & os.O_ACCMODE) != os.O_RDONLY)
+        ino = self.volume.resolve(path)
+        fh = self.volume.open(ino, truncate=bool(flags & os.O_TRUNC), writable=(flags & os.O_ACCMODE) != os.O_RDONLY)
+        if flags & os.O_TRUNC:
+            self._changed(ino, path)
+        return fh
 
     @translate
     def create(self, path: str, mode: int, flags: int = 0) -> int:
@@ -226,7 +257,10 @@ class Operations(mfusepy.Operations):
 
     @translate
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
-        return self.volume.write(fh, offset, data)
+        written = self.volume.write(fh, offset, data)
+        if self._names.active:
+            self._changed(self.volume.ino_of(fh), path)
+        return written
 
     @translate
     def flush(self, path: str | None, fh: int) -> int:
@@ -257,10 +291,14 @@ class Operations(mfusepy.Operations):
 
     @translate
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        self.volume.setxattr(self.volume.resolve(path), name, value, options)
+        ino = self.volume.resolve(path)
+        self.volume.setxattr(ino, name, value, options)
+        self._changed(ino, path)
         return 0
 
     @translate
     def removexattr(self, path: str, name: str) -> int:
-        self.volume.removexattr(self.volume.resolve(path), name)
+        ino = self.volume.resolve(path)
+        self.volume.removexattr(ino, name)
+        self._changed(ino, path)
         return 0

@@ -17,8 +17,9 @@ OWN_OPTIONS = {"cache_size", "dirty_size", "cool_interval", "cool_budget", "noco
                *POLICY_KEYS}
 FUSE_FLAGS = {"allow_other", "allow_root", "ro", "rw", "noatime", "nodev", "nosuid", "noexec",
               "auto_unmount", "debug", "nothreads", "kernel_cache", "direct_io", "nonempty"}
-FUSE_VALUED = {"fsname", "attr_timeout", "entry_timeout", "negative_timeout", "max_read", "subtype",
-               "max_idle_threads", "max_threads"}
+# attr_timeout and entry_timeout are the daemon's (daemon/binding.py ATTR_TIMEOUT): what the kernel
+# may cache is safe only with the invalidations of daemon/kernelnames.py behind it.
+FUSE_VALUED = {"fsname", "negative_timeout", "max_read", "subtype", "max_idle_threads", "max_threads"}
 
 
 @dataclass

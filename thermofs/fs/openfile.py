@@ -8,9 +8,9 @@ A chunk lives in one of four places, searched in this order by a read:
     staged     encoded and appended, not yet committed: its map entry waits for the commit
     committed  the chunk map in LMDB (through the decoded-chunk cache)
 
-A commit (close, fsync, truncate, or too much staged) waits for the encoder, syncs the segments and
-then writes every staged entry, the size and times in one LMDB transaction: data before pointer
-(invariant 1), durable at close/fsync (invariant 2). Frames staged and then replaced before a commit
+A commit (close, fsync, truncate, or too much staged) waits for the encoder, then writes every staged
+entry, the size and times in one LMDB transaction, after the frames (invariant 1): committed at close,
+durable once a sync point covers it (fsync makes one; invariant 2). Frames staged and then replaced before a commit
 are accounted as garbage in that commit.
 """
 

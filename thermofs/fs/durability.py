@@ -21,6 +21,7 @@ one points into it; otherwise a power loss could bring back an entry whose frame
 
 With ``sync_close`` every commit is durable on its own (segments synced before it, LMDB synced with
 its meta page): the record says so, nothing is ever restored, freed frames are punched at once.
+Punching runs on the background thread (inline when there is none, offline), off the request's path.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,12 +183,15 @@ class Durability:
         self._listeners: list[SyncListener] = []
         self._sync_lock = threading.Lock()  # one sync point at a time
         self._lock = threading.Lock()  # the fields below
+        self._punch_lock = threading.Lock()  # one punching at a time
         self._snapshot: Snapshot | None = None
         self._synced_txnid = -1
         self._sequence = 0
         self._waiting: list[tuple[int, list[tuple[int, int, int]]]] = []  # (txnid, frames) not yet punched
+        self._due: list[tuple[int, int, int]] = []  # frames a sync point covers, for the thread to punch
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._early = threading.Event()  # a sync point is due before the interval ends
         self._thread: threading.Thread | None = None
 
     # -- freed frames and the synced state ------------------------------------------------------------
@@ -195,7 +200,12 @@ class Durability:
         when every commit is durable); after MAX_UNSYNCED_COMMITS commits a sync point comes early."""
         if self.sync_close:
             if freed:
-                self._segments.punch(freed)
+                with self._lock:
+                    self._due.extend(freed)
+                if self._thread is not None:
+                    self._wake.set()
+                else:
+                    self._punch_due()
                 self._tell_listeners()
             return
         with self._lock:
@@ -204,6 +214,7 @@ class Durability:
             due = txnid - self._synced_txnid >= MAX_UNSYNCED_COMMITS
         if due:
             if self._thread is not None:
+                self._early.set()
                 self._wake.set()
             else:
                 self.sync()
@@ -242,14 +253,29 @@ class Durability:
             with self._lock:
                 old, self._snapshot = self._snapshot, snapshot
                 self._synced_txnid = txnid
-                due = [frames for t, frames in self._waiting if t <= txnid]
+                for t, frames in self._waiting:
+                    if t <= txnid:
+                        self._due.extend(frames)
                 self._waiting = [(t, frames) for t, frames in self._waiting if t > txnid]
             if old is not None:
                 old.release()
-        for frames in due:
-            self._segments.punch(frames)
+        # What the sync point freed is punched by the background thread, not in the fsync that asked
+        # for the sync point: punching was 36% of an fsync's time under fsx (docs/BENCHMARKS.md).
+        if self._thread is not None:
+            self._wake.set()
+        else:
+            self._punch_due()
         self._tell_listeners()
         return txnid
+
+    def _punch_due(self) -> None:
+        """Punch what sync points freed; returns once every frame queued before the call is punched
+        (a caller on a full disk waits for the thread's punch in progress)."""
+        with self._punch_lock:
+            with self._lock:
+                due, self._due = self._due, []
+            if due:
+                self._segments.punch(due)
 
     def listen(self, listener: SyncListener) -> None:
         """Tell ``listener`` after every sync point (the reclaimer: segments may now be deletable)."""
@@ -271,6 +297,7 @@ class Durability:
             waiting = bool(self._waiting)
         try:
             self.sync()
+            self._punch_due()  # here, not later: the operation that found the disk full tries again
         except (NoSpace, OSError) as e:
             log.warning("no sync point on a full disk: %s", e)
             return False
@@ -288,13 +315,18 @@ class Durability:
         self._thread.start()
 
     def _loop(self) -> None:
+        next_sync = time.monotonic() + self._interval
         while not self._stop.is_set():
-            self._wake.wait(self._interval)
+            self._wake.wait(max(0.0, next_sync - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self.sync_if_changed()
+                self._punch_due()
+                if self._early.is_set() or time.monotonic() >= next_sync:
+                    self._early.clear()
+                    self.sync_if_changed()
+                    next_sync = time.monotonic() + self._interval
             except Exception:  # a full disk: said in the log, tried again next time
                 log.exception("sync point failed")
 
@@ -305,6 +337,7 @@ class Durability:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._punch_due()
 
     def close(self) -> None:
         """The last sync point, then release the pinned state."""

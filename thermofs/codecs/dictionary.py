@@ -13,7 +13,16 @@ from collections.abc import Sequence
 
 import zstandard
 
-from thermofs.codecs.base import COLD_ZSTD_LEVEL, Buffer, Codec, ZstdCodec, parse_level, zstd_decompress
+from thermofs.codecs.base import (
+    COLD_ZSTD_LEVEL,
+    FLOOR_LEVEL,
+    FLOOR_SCALE,
+    Buffer,
+    Codec,
+    ZstdCodec,
+    parse_level,
+    zstd_decompress,
+)
 from thermofs.codecs.errors import BadSpec, CodecError
 from thermofs.codecs.probe import BINARY, TEXT, Probe, analyse
 from thermofs.codecs.resources import MAX_RESOURCE_ID, Dictionary, Resources
@@ -76,6 +85,12 @@ class DictCodec(Codec):
             return []
         d = self.resources.current_dictionary(probe.kind)
         return [] if d is None else [pack_param(COLD_ZSTD_LEVEL, d.id)]
+
+    def size_floor(self, raw: Buffer, param: int) -> int | None:
+        level, dict_id = unpack_param(param)
+        if level <= FLOOR_LEVEL:
+            return len(self.compress(raw, param))
+        return int(len(self.compress(raw, pack_param(FLOOR_LEVEL, dict_id))) * FLOOR_SCALE)
 
     def _dict(self, dict_id: int) -> zstandard.ZstdCompressionDict:
         zd = self._prepared.get(dict_id)

@@ -222,10 +222,42 @@ def test_cold_codec_best_trains_dictionaries_and_stores_smaller(tmp_path: Path, 
                 assert _read(parts, ino) == data[p], p
             if cold == "best":
                 assert parts.volume.chunks.table.resources.dictionaries(), "no dictionary was trained"
-                assert "dict" in names or "brotli" in names, names
+                assert "learned" in names and ("dict" in names or "brotli" in names), names
         finally:
             parts.close()
     assert stored["best"] < 0.95 * stored["zstd:19"], stored
+
+
+def test_sequential_reads_of_learned_chunks_decode_on_the_pool(tmp_path: Path) -> None:
+    """Once a file's reads meet learned frames, a request's chunks are decoded on the encoder pool
+    (one per core), and every byte reads back exactly."""
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig(cold_codec="learned"))
+    data = _text(6 * K64 + 1000, 9)
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        ino = _write(parts, "/f", data)
+        parts.cooler.cool(older_than=0)
+        assert {e.codec_id for i, e in _entries(parts, ino).items() if i < 6} == {4}
+    finally:
+        parts.close()
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    submitted = []
+    submit = parts.pool.submit
+
+    def counting(fn, *args):  # type: ignore[no-untyped-def]
+        submitted.append(args)
+        return submit(fn, *args)
+
+    parts.pool.submit = counting  # type: ignore[method-assign]
+    try:
+        fh = parts.volume.open(ino, writable=False)
+        got = b"".join(parts.volume.read(fh, off, 2 * K64) for off in range(0, len(data), 2 * K64))
+        parts.volume.release(fh)
+        assert got == data
+        assert len(submitted) == 2  # requests 2 and 3 (chunks 2-3, 4-5): one chunk each on the pool
+    finally:
+        parts.close()
 
 
 def test_temperatures_go_with_their_file(vol: tuple[OpenVolume, Clock]) -> None:

@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,6 +39,10 @@ from thermofs.codecs import CodecTable, Resources, add_trained, decode_frame, en
 from thermofs.codecs.coldpath import MIN_LEARNED_GAIN
 from thermofs.codecs.learned import LearnedCodec
 from thermofs.codecs.probe import TEXT, analyse
+
+sys.path.insert(0, str(REPO / "bench"))
+from bench_codecs import timed as wall
+from bench_codecs import tool_size
 
 CHUNK = 64 << 10
 TOOLS = {"zstd -19": ["zstd", "-19", "-c", "-q"], "xz -9": ["xz", "-9", "-c"]}
@@ -78,16 +80,6 @@ def load(corpora: Path, stdlib_mb: float, lib_mb: float) -> list[tuple[str, byte
     libs = [p for p in libdir.glob("*.so*") if p.is_file() and not p.is_symlink()]
     return (chunk_files(files, "corpora") + chunk_files(sample(py, stdlib_mb, 3), "stdlib")
             + chunk_files(sample(libs, lib_mb, 3, 600_000), "usrlib"))
-
-
-def tool_size(cmd: list[str], chunk: bytes) -> int:
-    return len(subprocess.run(cmd, input=chunk, capture_output=True, check=True).stdout)
-
-
-def wall(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
 
 
 def encode_all(table: CodecTable, spec: str, chunks: list[bytes], threads: int) -> tuple[float, list[bytes]]:

@@ -104,31 +104,33 @@ class Trainer:
             report.dictionaries.append({"id": rid, "kind": kind, "bytes": len(data)})
         log.info("trained dictionaries %s", report.dictionaries)
 
-    def ensure_dictionaries(self) -> TrainReport | None:
-        """Train the first dictionaries of a volume that has none and enough data (the cooler calls
-        this before recompressing with a spec that uses them)."""
-        if self._resources.dictionaries():
-            return None
+    def _counter(self, name: str) -> int:
         with self._meta.read() as t:
-            if t.counter("stored_bytes") < MIN_VOLUME_BYTES:
-                return None
+            return t.counter(name)
+
+    def _sample(self) -> tuple[TrainReport, list[bytes]]:
+        """A sample of the volume's chunks, and a report that counts it."""
         report = TrainReport()
         samples = sample_chunks(self._meta, self._chunks)
         report.samples, report.sample_bytes = len(samples), sum(map(len, samples))
+        return report, samples
+
+    def ensure_dictionaries(self) -> TrainReport | None:
+        """Train the first dictionaries of a volume that has none and enough data (the cooler calls
+        this before recompressing with a spec that uses them)."""
+        if self._resources.dictionaries() or self._counter("stored_bytes") < MIN_VOLUME_BYTES:
+            return None
+        report, samples = self._sample()
         self.train_dictionaries(samples, report)
         return report
 
     def ensure_model(self, budget: float = AUTO_MODEL_BUDGET) -> TrainReport | None:
         """Fine-tune the first learned model of a volume that has none and at least MODEL_MIN_CHUNKS
         chunks (the cooler calls this before a pass with the cold path ``best``)."""
-        if self._model_trainer is None or self._resources.current_model() is not None:
+        if (self._model_trainer is None or self._resources.current_model() is not None
+                or self._counter("chunks") < MODEL_MIN_CHUNKS):
             return None
-        with self._meta.read() as t:
-            if t.counter("chunks") < MODEL_MIN_CHUNKS:
-                return None
-        report = TrainReport()
-        samples = sample_chunks(self._meta, self._chunks)
-        report.samples, report.sample_bytes = len(samples), sum(map(len, samples))
+        report, samples = self._sample()
         self._train_model(samples, budget, None, report)
         log.info("trained learned model %s (%d bytes)", report.model_id, report.model_bytes)
         return report
@@ -149,9 +151,7 @@ class Trainer:
     def train(self, budget: float, progress: Progress | None = None, model: bool = True) -> TrainReport:
         """``thermofs train``: new dictionaries and, if the learned codec is available, a model
         fine-tuned from the newest one within ``budget`` seconds."""
-        report = TrainReport()
-        samples = sample_chunks(self._meta, self._chunks)
-        report.samples, report.sample_bytes = len(samples), sum(map(len, samples))
+        report, samples = self._sample()
         if progress is not None:
             progress(STEPS // 20, STEPS)
         self.train_dictionaries(samples, report)

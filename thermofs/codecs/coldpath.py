@@ -11,11 +11,12 @@ that one and the fast ones only:
 - a binary chunk goes to brotli -11 when zstd -1 shrinks it to at most ``BROTLI_MAX_Z1`` (tables,
   spreadsheets, bitmaps: long exact repeats, where brotli beats the learned codec), else to the
   learned codec (ELF code, object files);
-- the fast codecs (zstd -19, the dictionary, byte planes: ~5 MB/s, decode at > 500 MB/s) are the
-  comparison and the fallback. The learned codec must beat the best of them by ``MIN_LEARNED_GAIN``
-  to be kept (its decode costs ~40 ms per 64 KiB chunk against ~0.1 ms). When the learned frame beats
-  even a cheap floor of their sizes (``Codec.size_floor``: zstd -3 scaled by the smallest ratio seen)
-  by that much, they are not encoded at all.
+- the fast codecs (zstd -19, or the dictionary where the chunk's kind has one, and byte planes: ~5
+  MB/s, decode at > 500 MB/s) are the comparison and the fallback. The learned codec must beat the
+  best of them by ``MIN_LEARNED_GAIN`` to be kept (its decode costs ~40 ms per 64 KiB chunk against
+  ~0.1 ms). When the learned frame beats even a cheap floor of their sizes (``Codec.size_floor``: the
+  codec at level 3, scaled by less than the smallest level-19 ratio seen) by that much, they are not
+  encoded at all.
 
 ``exhaustive`` encodes every candidate of every codec of the table (``Codec.cold_params``) and keeps
 the smallest: the benchmark's reference, 3-5x slower.
@@ -65,6 +66,8 @@ def encode_cold(raw: Buffer, candidates: Sequence[Codec], exhaustive: bool = Fal
         tried = _encode(raw, [(c, p) for c in candidates for p in c.cold_params(raw, probe)], limit)
         return _verified(raw, tried, want) or (RawCodec.ID, 0, raw)
     fast = [(c, p) for c in candidates if c.cold_role == FAST for p in c.cold_params(raw, probe)]
+    dropped = {name for c, _p in fast for name in c.supersedes}
+    fast = [(c, p) for c, p in fast if c.name not in dropped]
     role = _slow_role(raw, probe, candidates)
     slow = [(c, p) for c in candidates if c.cold_role == role for p in c.cold_params(raw, probe)]
     if role == HEAVY:  # brotli decodes fast: the smallest frame wins

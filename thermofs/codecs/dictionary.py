@@ -16,7 +16,6 @@ import zstandard
 from thermofs.codecs.base import (
     COLD_ZSTD_LEVEL,
     FLOOR_LEVEL,
-    FLOOR_SCALE,
     Buffer,
     Codec,
     ZstdCodec,
@@ -53,6 +52,7 @@ class DictCodec(Codec):
     ID = 2
     name = "dict"
     default_param = pack_param(COLD_ZSTD_LEVEL, 0)
+    supersedes = ("zstd",)
 
     def __init__(self, resources: Resources) -> None:
         super().__init__(resources)
@@ -86,11 +86,9 @@ class DictCodec(Codec):
         d = self.resources.current_dictionary(probe.kind)
         return [] if d is None else [pack_param(COLD_ZSTD_LEVEL, d.id)]
 
-    def size_floor(self, raw: Buffer, param: int) -> int | None:
+    def floor_param(self, param: int) -> int | None:
         level, dict_id = unpack_param(param)
-        if level <= FLOOR_LEVEL:
-            return len(self.compress(raw, param))
-        return int(len(self.compress(raw, pack_param(FLOOR_LEVEL, dict_id))) * FLOOR_SCALE)
+        return pack_param(min(level, FLOOR_LEVEL), dict_id)
 
     def _dict(self, dict_id: int) -> zstandard.ZstdCompressionDict:
         zd = self._prepared.get(dict_id)

@@ -54,7 +54,6 @@ MIN_LEARNED_GAIN = 0.06
 BROTLI_MAX_Z1 = 0.20
 
 
-
 def encode_cold(raw: Buffer, candidates: Sequence[Codec], exhaustive: bool = False) -> tuple[int, int, Buffer]:
     """(codec id, param, payload) of the cold frame for ``raw``: see the module docstring."""
     if not len(raw):

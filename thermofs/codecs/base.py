@@ -20,7 +20,8 @@ FAST, MODEL, HEAVY = "fast", "model", "heavy"
 # size_floor: zstd at this level, times a ratio of level-19 to level-3 sizes below what the 374 text and
 # binary chunks of the corpora, stdlib sources and shared objects showed (1st percentile 0.73, median
 # 0.87-0.91, with or without a dictionary): a frame that beats the floor beats the level-19 frame,
-# except on data far more repetitive than these (bench/bench_coldpath.py counts the misses).
+# except on data far more repetitive than these (bench/bench_coldpath.py counts the misses: 2 of 268
+# learned frames kept on the floor gained less than 6% against the real level-19 frames).
 FLOOR_LEVEL = 3
 FLOOR_SCALE = 0.70
 

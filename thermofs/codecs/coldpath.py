@@ -38,19 +38,19 @@ from thermofs.codecs.probe import BINARY, TEXT, Probe, analyse
 # A cold frame is kept only if it saves at least 1/32: cold chunks are read rarely, so the decode cost
 # weighs less than the space (fp32 weights save 1/8 to 1/5 with byte planes).
 COLD_MIN_SAVING_DIVISOR = 32
-# The learned frame must be this much smaller than the best fast frame (bench/bench_coldpath.py, 374
-# chunks of the corpora, stdlib sources and shared objects). Chunks it saves less on, by threshold:
-# 0-2%: 1 chunk; 2-4%: 9 chunks saving 350 B each; 4-6%: 17 chunks, 750 B each; 6-8%: 14 chunks, 760
-# B each; 8-10%: 30 chunks, 1,450 B each; an average learned chunk saves 1,340 B. Each one costs ~40
-# ms more CPU on every read. At 6% the chunks given up are those saving about half of an average one
-# (0.5% of the stored size, 8% of the learned decodes); above it, whole files' worth of chunks that
-# save as much as the average would go.
+# The learned frame must be this much smaller than the best fast frame. Measured by
+# bench/bench_coldpath.py on 360 chunks (corpora, stdlib sources, shared objects): of 318 chunks the
+# learned codec shrinks below the fast codecs, those gaining 0-2% save 206 B each, 2-4% 406 B, 4-6%
+# 583 B, 6-8% 1,180 B, 8-10% 1,394 B; the average is 1,323 B. Every learned chunk costs ~40 ms of CPU
+# per read (decode at ~1.5 MB/s against > 500 MB/s). Below 6% a chunk saves ~470 B per decode, a third
+# of the average; cutting there gives up 3.7% of the learned codec's savings (15 KB of 2.9 MB stored)
+# and 10% of its decodes (33 chunks); from 6% on, chunks save about as much as the average one.
 MIN_LEARNED_GAIN = 0.06
 # Binary chunks that zstd -1 shrinks to at most this share of their size go to brotli, the others to
-# the learned codec (same bench, binary chunks: brotli beats learned on xls 0.068 vs 0.079, the
-# ptt5/pic bitmap 0.083 vs 0.094, kppkn.gtb 0.153 vs 0.171, all below 0.20 with zstd -1; learned
-# wins on ELF objects, zstd -1 at 0.43: 0.324 vs 0.330). Thresholds from 0.15 to 0.25 store within
-# 0.2% of each other.
+# the learned codec. Measured on the binary chunks of the corpora and of 2 MB of shared objects:
+# brotli beats learned on xls 0.068 vs 0.079, the ptt5/pic bitmap 0.083 vs 0.094, kppkn.gtb 0.153 vs
+# 0.171, all below 0.20 with zstd -1; learned wins on ELF objects (zstd -1 at 0.43): 0.324 vs 0.330.
+# Thresholds from 0.15 to 0.25 store within 0.2% of each other.
 BROTLI_MAX_Z1 = 0.20
 
 

@@ -6,6 +6,7 @@
 # after a remount (the kernel's page cache of a FUSE file goes with the mount); every byte is compared.
 # Run from the repository root:  bash bench/cool_default_e2e.sh [PYTHON] [CORPORA]
 set -euo pipefail
+source "$(dirname "$0")/e2e_lib.sh"
 PY=${1:-.venv/bin/python}
 CORPORA=${2:-../shared/corpora}
 TF="$PY -m thermofs"
@@ -42,9 +43,7 @@ for cold in best zstd:19; do
     mkdir "$d/mnt/stdlib"
     for entry in "$STDLIB"/*; do [ "$(basename "$entry")" = site-packages ] || cp -a "$entry" "$d/mnt/stdlib/"; done
     cp "$T/big.txt" "$d/mnt/big.txt"
-    start=$(date +%s.%N)
-    $TF cool "$d/mnt" --now >/dev/null
-    echo "$cold: cool --now took $(echo "$(date +%s.%N) - $start" | bc) s"
+    cool_timed "$cold" "$d/mnt"
     $TF stats "$d/mnt" --json > "$d/all.json"
     $TF stats "$d/mnt" "$d/mnt/stdlib" --json > "$d/stdlib.json"
     $TF umount "$d/mnt"

@@ -2,6 +2,7 @@
 # volumes made with --cold-codec zstd:19 and exhaustive, cooled with `thermofs cool --now`; prints stored sizes.
 # Run from the repository root (bench extra installed): bash bench/cool_exhaustive_e2e.sh
 set -euo pipefail
+source "$(dirname "$0")/e2e_lib.sh"
 TF=.venv/bin/thermofs
 PY=.venv/bin/python
 export T="${TMPDIR:-/tmp}/thermofs-e2e"
@@ -13,9 +14,7 @@ for cold in zstd:19 exhaustive; do
   $TF mount "$d/store" "$d/mnt" -o nocool
   cp -a ../shared/corpora "$STDLIB/email" "$STDLIB/asyncio" "$STDLIB/json" "$d/mnt/"
   cp "$ST" "$d/mnt/weights.safetensors"
-  start=$(date +%s.%N)
-  $TF cool "$d/mnt" --now > /dev/null
-  echo "$cold: cool --now took $(echo "$(date +%s.%N) - $start" | bc) s"
+  cool_timed "$cold" "$d/mnt"
   $TF stats "$d/mnt" --json > "$T/$cold.json"
   $TF stats "$d/mnt" "$d/mnt/weights.safetensors" --json > "$T/$cold.weights.json"
   diff -r ../shared/corpora "$d/mnt/corpora"; cmp "$ST" "$d/mnt/weights.safetensors"

@@ -98,7 +98,9 @@ def main() -> None:
               help="Fixed chunk size of the volume (power of two, 4K..4M).")
 @click.option("--hot-codec", default="auto", show_default=True,
               help="Codec spec for new and hot chunks (auto, zstd:LEVEL, raw).")
-@click.option("--cold-codec", default="zstd:19", show_default=True, help="Codec spec for cold chunks.")
+@click.option("--cold-codec", default="best", show_default=True,
+              help="Codec spec for cold chunks (best: the learned codec, brotli, dictionaries or byte "
+                   "planes, chosen per chunk; exhaustive; zstd:LEVEL, dict, planes, brotli, learned).")
 @click.option("--policy", default="",
               help="Hot/cold policy, comma-separated KEY=VALUE: cold_age (default 5m), cold_count (2.5), "
                    "hot_count (3.5), half_life (10m); a mount's -o overrides them.")

@@ -40,3 +40,22 @@ def test_mkfs_refuses_a_non_empty_directory(tmp_path: Path, run: Run) -> None:
     r = run("mkfs", tmp_path / "store")
     assert r.returncode != 0 and "not an empty directory" in r.stderr
     assert (tmp_path / "store" / "precious").read_text() == "keep me"
+
+
+def test_mkfs_defaults_to_the_cold_path_and_older_volumes_keep_theirs(tmp_path: Path, run: Run) -> None:
+    """A new volume cools with ``best``; a volume whose record names another cold codec keeps it, and
+    a record without one (none was ever written so) reads as the old default, zstd:19."""
+    import json
+
+    from thermofs.fs.store import read_config
+
+    r = run("mkfs", tmp_path / "new")
+    assert r.returncode == 0 and "cold best" in r.stdout
+    assert read_config(tmp_path / "new").cold_codec == "best"
+    assert run("mkfs", tmp_path / "old", "--cold-codec", "zstd:19").returncode == 0
+    assert read_config(tmp_path / "old").cold_codec == "zstd:19"
+    record = tmp_path / "old" / "thermofs.json"
+    fields = json.loads(record.read_text())
+    del fields["cold_codec"]
+    record.write_text(json.dumps(fields))
+    assert read_config(tmp_path / "old").cold_codec == "zstd:19"

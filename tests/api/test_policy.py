@@ -222,10 +222,77 @@ def test_cold_codec_best_trains_dictionaries_and_stores_smaller(tmp_path: Path, 
                 assert _read(parts, ino) == data[p], p
             if cold == "best":
                 assert parts.volume.chunks.table.resources.dictionaries(), "no dictionary was trained"
-                assert "dict" in names or "brotli" in names, names
+                assert "learned" in names and ("dict" in names or "brotli" in names), names
         finally:
             parts.close()
     assert stored["best"] < 0.95 * stored["zstd:19"], stored
+
+
+def test_first_pass_of_best_fine_tunes_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cold path ``best``, the cooler's first pass on a volume with enough chunks stores a
+    learned model fine-tuned from the shipped one before any frame names it; learned frames name it
+    and read back after a reopen; a second pass trains no other."""
+    from thermofs.codecs.learned import train
+    from thermofs.policy import training
+
+    calls = []
+
+    def fake_train(samples, base, budget_s, progress):  # type: ignore[no-untyped-def]
+        calls.append((len(samples), budget_s))
+        return train.TrainedModel(base)  # the shipped model under a new id: fast, and decodes the same
+
+    monkeypatch.setattr(train, "train_model", fake_train)
+    monkeypatch.setattr(training, "MODEL_MIN_CHUNKS", 4)
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig())  # the default cold codec: best
+    data = _text(6 * K64, 11)
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        ino = _write(parts, "/f", data)
+        parts.cooler.cool(older_than=0)
+        parts.cooler.cool(older_than=0)
+        model_id = parts.volume.chunks.table.resources.current_model()
+        assert model_id is not None and len(calls) == 1 and calls[0][1] == training.AUTO_MODEL_BUDGET
+        assert {(e.codec_id, e.param) for e in _entries(parts, ino).values()} == {(4, model_id)}
+    finally:
+        parts.close()
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        assert _read(parts, ino) == data
+    finally:
+        parts.close()
+
+
+def test_sequential_reads_of_learned_chunks_decode_on_the_pool(tmp_path: Path) -> None:
+    """Once a file's reads meet learned frames, a request's chunks are decoded on the encoder pool
+    (one per core), and every byte reads back exactly."""
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig(cold_codec="learned"))
+    data = _text(6 * K64 + 1000, 9)
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        ino = _write(parts, "/f", data)
+        parts.cooler.cool(older_than=0)
+        assert {e.codec_id for i, e in _entries(parts, ino).items() if i < 6} == {4}
+    finally:
+        parts.close()
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    submitted = []
+    submit = parts.pool.submit
+
+    def counting(fn, *args):  # type: ignore[no-untyped-def]
+        submitted.append(args)
+        return submit(fn, *args)
+
+    parts.pool.submit = counting  # type: ignore[method-assign]
+    try:
+        fh = parts.volume.open(ino, writable=False)
+        got = b"".join(parts.volume.read(fh, off, 2 * K64) for off in range(0, len(data), 2 * K64))
+        parts.volume.release(fh)
+        assert got == data
+        assert len(submitted) == 2  # requests 2 and 3 (chunks 2-3, 4-5): one chunk each on the pool
+    finally:
+        parts.close()
 
 
 def test_temperatures_go_with_their_file(vol: tuple[OpenVolume, Clock]) -> None:

@@ -468,18 +468,55 @@ def test_resources_ids() -> None:
 
 
 from thermofs.codecs import CodecError  # noqa: E402
+from thermofs.codecs.base import MODEL  # noqa: E402
+from thermofs.codecs.learned import LearnedCodec  # noqa: E402
 
 
 @pytest.mark.skipif(not CORPUS_FILES, reason=f"corpora not found at {CORPORA}")
-def test_best_keeps_the_smallest_frame() -> None:
+def test_exhaustive_keeps_the_smallest_frame() -> None:
     table = trained_table()
-    singles = ["zstd:19", "dict", "brotli", "planes"]
+    singles = ["zstd:19", "dict", "brotli", "planes", "learned"]
     for path in CORPUS_FILES[::3]:
         raw = path.read_bytes()[:CHUNK]
-        best, _ = encode_frame(raw, table.parse("best"))
+        best, _ = encode_frame(raw, table.parse("exhaustive"))
         sizes = {s: len(encode_frame(raw, table.parse(s))[0]) for s in singles}
         assert len(best) <= min(sizes.values()), (path.name, len(best), sizes)
         assert decode_frame(best, table, CHUNK) == raw
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"corpora not found at {CORPORA}")
+def test_best_predicts_the_codec_and_stays_close_to_exhaustive() -> None:
+    """``best`` encodes with the fast codecs and one predicted slow codec: it is never larger than
+    zstd -19 or the dictionary, takes the learned codec on text, and stays near ``exhaustive``."""
+    table = trained_table()
+    total = {"best": 0, "exhaustive": 0}
+    for path in CORPUS_FILES[::2]:
+        raw = path.read_bytes()[:CHUNK]
+        frames = {s: encode_frame(raw, table.parse(s)) for s in ("best", "exhaustive", "zstd:19", "dict")}
+        best, info = frames["best"]
+        assert len(best) <= min(len(frames[s][0]) for s in ("zstd:19", "dict")), path.name
+        assert decode_frame(best, table, CHUNK) == raw
+        if analyse(raw).kind == TEXT and len(raw) == CHUNK:
+            assert info.codec_id == LearnedCodec.ID, path.name
+        for s in total:
+            total[s] += len(frames[s][0])
+    assert total["best"] <= 1.03 * total["exhaustive"], total
+
+
+@pytest.mark.skipif(not CORPUS_FILES, reason=f"corpora not found at {CORPORA}")
+def test_best_keeps_learned_only_when_it_gains_enough() -> None:
+    """A learned frame that saves less than MIN_LEARNED_GAIN against the fast codecs is not kept."""
+    class Close(TinyCodec):  # a slow-decoding codec as good as zstd -19 (zstd -22: within 0.1%)
+        ID = 251
+        name = "close"
+        cold_role = MODEL
+
+    table = CodecTable(extra=[Close])
+    raw = (CORPORA / "calgary" / "book1").read_bytes()[:CHUNK]
+    zstd19 = len(encode_frame(raw, table.parse("zstd:19"))[0])
+    candidates = tuple(c for c in table.codecs if c.name in ("zstd", "close"))
+    frame, info = encode_frame(raw, CodecSpec(table.by_name["zstd"], 0, candidates=candidates))
+    assert info.codec_id == ZstdCodec.ID and len(frame) == zstd19
 
 
 class TinyCodec(Codec):

@@ -13,6 +13,18 @@ from thermofs.codecs.resources import Resources
 
 Buffer = bytes | bytearray | memoryview
 
+# A codec's role on the cold path (coldpath.py): FAST codecs are always tried there (they encode at
+# ~5 MB/s and decode at > 500 MB/s); a MODEL codec (learned) wins on text and code but decodes slowly;
+# a HEAVY codec (brotli) encodes slowly and decodes fast.
+FAST, MODEL, HEAVY = "fast", "model", "heavy"
+# size_floor: zstd at this level, times a ratio of level-19 to level-3 sizes below what the 374 text and
+# binary chunks of the corpora, stdlib sources and shared objects showed (1st percentile 0.73, median
+# 0.87-0.91, with or without a dictionary): a frame that beats the floor beats the level-19 frame,
+# except on data far more repetitive than these (bench/bench_coldpath.py counts the misses: 2 of 268
+# learned frames kept on the floor gained less than 6% against the real level-19 frames).
+FLOOR_LEVEL = 3
+FLOOR_SCALE = 0.70
+
 
 class Codec:
     """A chunk codec. ``param`` is the codec's u32 parameter as stored in the frame (level, ids).
@@ -25,6 +37,10 @@ class Codec:
     ID: ClassVar[int]
     name: ClassVar[str]
     default_param: ClassVar[int] = 0
+    cold_role: ClassVar[str] = FAST
+    # Codecs whose candidates ``best`` drops when this one offers one for the chunk (the dictionary
+    # codec: zstd -19 without the dictionary is rarely smaller, and both cost ~12 ms per chunk).
+    supersedes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
@@ -56,6 +72,19 @@ class Codec:
     def cold_params(self, raw: Buffer, probe: Probe) -> list[int]:
         """Parameters ``best`` should try on this chunk; empty when this codec cannot win on it."""
         return []
+
+    def floor_param(self, param: int) -> int | None:
+        """``param`` at level FLOOR_LEVEL (or its own, if lower), for ``size_floor``; None for a
+        codec without levels."""
+        return None
+
+    def size_floor(self, raw: Buffer, param: int) -> int | None:
+        """A cheap lower bound of ``len(compress(raw, param))``, or None when there is none."""
+        cheap = self.floor_param(param)
+        if cheap is None:
+            return None
+        size = len(self.compress(raw, cheap))
+        return size if cheap == param else int(size * FLOOR_SCALE)
 
     def compress(self, data: Buffer, param: int) -> bytes:
         raise NotImplementedError
@@ -152,6 +181,9 @@ class ZstdCodec(Codec):
         if probe.incompressible:
             return []
         return [self.param_of(COLD_ZSTD_LEVEL)]
+
+    def floor_param(self, param: int) -> int | None:
+        return self.param_of(min(self.level_of(param), FLOOR_LEVEL))
 
     def compressor(self, level: int) -> zstandard.ZstdCompressor:
         cache: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "c", None)

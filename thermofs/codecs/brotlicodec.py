@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import brotli  # type: ignore[import-untyped]
 
-from thermofs.codecs.base import Buffer, Codec, parse_level
+from thermofs.codecs.base import HEAVY, Buffer, Codec, parse_level
 from thermofs.codecs.errors import BadSpec, CorruptFrame
 from thermofs.codecs.probe import FLOAT16, FLOAT32, Probe
 
@@ -24,6 +24,7 @@ LGWIN = 16
 class BrotliCodec(Codec):
     ID = 5
     name = "brotli"
+    cold_role = HEAVY
     default_param = DEFAULT_QUALITY  # frame parameter: bits 0-7 quality (informational for decoding)
 
     def parse_arg(self, arg: str) -> int:

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import zstandard
 
-from thermofs.codecs.base import COLD_ZSTD_LEVEL, Buffer, Codec, ZstdCodec, parse_level, zstd_decompress
+from thermofs.codecs.base import (
+    COLD_ZSTD_LEVEL,
+    FLOOR_LEVEL,
+    Buffer,
+    Codec,
+    ZstdCodec,
+    parse_level,
+    zstd_decompress,
+)
 from thermofs.codecs.errors import BadSpec, CodecError
 from thermofs.codecs.probe import BINARY, TEXT, Probe, analyse
 from thermofs.codecs.resources import MAX_RESOURCE_ID, Dictionary, Resources
@@ -44,6 +52,7 @@ class DictCodec(Codec):
     ID = 2
     name = "dict"
     default_param = pack_param(COLD_ZSTD_LEVEL, 0)
+    supersedes = ("zstd",)
 
     def __init__(self, resources: Resources) -> None:
         super().__init__(resources)
@@ -76,6 +85,10 @@ class DictCodec(Codec):
             return []
         d = self.resources.current_dictionary(probe.kind)
         return [] if d is None else [pack_param(COLD_ZSTD_LEVEL, d.id)]
+
+    def floor_param(self, param: int) -> int | None:
+        level, dict_id = unpack_param(param)
+        return pack_param(min(level, FLOOR_LEVEL), dict_id)
 
     def _dict(self, dict_id: int) -> zstandard.ZstdCompressionDict:
         zd = self._prepared.get(dict_id)

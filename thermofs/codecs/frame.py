@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import xxhash
 
-from thermofs.codecs.base import Codec, RawCodec
+from thermofs.codecs.base import RawCodec
+from thermofs.codecs.coldpath import encode_cold
 from thermofs.codecs.errors import CorruptFrame
-from thermofs.codecs.probe import analyse
 from thermofs.codecs.table import CodecSpec, CodecTable
 
 MAGIC = b"TF"
@@ -50,9 +50,7 @@ MIN_SAVING_DIVISOR = 8
 # No compressibility probe ahead of the hot codec: zstd level 1 itself passes over incompressible
 # 64 KiB chunks at 3.1 GB/s (random data, zstd output), while compressing a 4 KiB sample first cost
 # 10% of the encode speed of compressible text (encode_parts: 319 against 355 MB/s).
-# The cold path (``best``) keeps a frame that saves at least 1/32: cold chunks are read rarely, so the
-# decode cost weighs less than the space (fp32 weights save 1/8 to 1/5 with byte planes).
-COLD_MIN_SAVING_DIVISOR = 32
+# The cold path (``best``, ``exhaustive``: coldpath.py) keeps frames saving 1/32.
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,7 @@ def encode_parts(raw: Buffer, spec: CodecSpec) -> tuple[bytes, Buffer, FrameInfo
     without copying the payload (a raw frame's payload is ``raw`` itself)."""
     digest = checksum(raw)
     if spec.best:
-        codec_id, param, body = _best(raw, spec)
+        codec_id, param, body = encode_cold(raw, spec.candidates, spec.exhaustive)
     else:
         codec_id, param, body = _single(raw, spec)
     header = _pack(codec_id, param, len(raw), len(body), digest)
@@ -103,32 +101,6 @@ def _single(raw: Buffer, spec: CodecSpec) -> tuple[int, int, Buffer]:
     packed = codec.compress(raw, param)
     if len(packed) <= len(raw) - len(raw) // MIN_SAVING_DIVISOR:
         return codec.ID, param, packed
-    return RawCodec.ID, 0, raw
-
-
-def _best(raw: Buffer, spec: CodecSpec) -> tuple[int, int, Buffer]:
-    """Every candidate the table's codecs offer for this chunk; the smallest verified payload wins."""
-    if not len(raw):
-        return RawCodec.ID, 0, raw
-    probe = analyse(raw)
-    limit = len(raw) - len(raw) // COLD_MIN_SAVING_DIVISOR
-    tried: list[tuple[int, int, int, Codec]] = []  # (size, order, param, codec)
-    payloads: list[bytes] = []
-    for codec in spec.candidates:
-        for param in codec.cold_params(raw, probe):
-            packed = codec.compress(raw, param)
-            if len(packed) <= limit:
-                tried.append((len(packed), len(payloads), param, codec))
-                payloads.append(packed)
-    # A cooled chunk replaces the hot one: check the winner decodes to the same bytes before it is
-    # kept (one decode, cheap next to the encodes), and fall back to the next one if it does not.
-    want = checksum(raw)
-    for _size, order, param, codec in sorted(tried, key=lambda t: t[:2]):
-        try:
-            if checksum(codec.decompress(payloads[order], len(raw), param)) == want:
-                return codec.ID, param, payloads[order]
-        except CorruptFrame:
-            pass
     return RawCodec.ID, 0, raw
 
 

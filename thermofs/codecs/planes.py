@@ -19,7 +19,7 @@ import struct
 
 import numpy as np
 
-from thermofs.codecs.base import COLD_ZSTD_LEVEL, Buffer, Codec, ZstdCodec, parse_level, zstd_decompress
+from thermofs.codecs.base import COLD_ZSTD_LEVEL, FLOOR_LEVEL, Buffer, Codec, ZstdCodec, parse_level, zstd_decompress
 from thermofs.codecs.errors import BadSpec, CorruptFrame
 from thermofs.codecs.probe import BINARY, FLOAT16, FLOAT32, Probe, analyse
 from thermofs.codecs.resources import Resources
@@ -70,6 +70,10 @@ class PlanesCodec(Codec):
             raise BadSpec(f"planes level must be in 1..22, not {level}")
         if width not in (0, *WIDTHS) or (width and phase >= width) or (not width and phase) or param >> 16:
             raise BadSpec(f"bad planes parameter {param:#x}")
+
+    def floor_param(self, param: int) -> int | None:
+        level, width, phase = unpack_param(param)
+        return pack_param(min(level, FLOOR_LEVEL), width, phase)
 
     def resolve(self, raw: Buffer, param: int) -> tuple[Codec, int]:
         level, width, _phase = unpack_param(param)

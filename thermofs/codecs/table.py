@@ -11,9 +11,11 @@ or renumber one. Spec strings are parsed against this same table:
     brotli[:Q]     brotli, quality 0..11 (default 11)
     learned        the learned codec (when its module is in the table)
     auto           the hot path: zstd level 1 (the name volumes are made with)
-    best           the cold path: every codec's candidates for the chunk, smallest frame wins
+    best           the cold path (a new volume's cold codec): per chunk, the fast codecs and the one
+                   slow codec predicted to win (learned or brotli), see coldpath.py
+    exhaustive     every codec's candidates for the chunk, smallest frame wins (benchmarks' reference)
 
-``auto`` and ``best`` are specs, not codecs: a frame records the codec that actually won.
+``auto``, ``best`` and ``exhaustive`` are specs, not codecs: a frame records the codec that won.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ __all__ = ["Codec", "CodecSpec", "CodecTable", "RawCodec", "ZstdCodec"]
 
 # Every codec of the table; a new codec (the learned one: ID 4) joins by one line here.
 CODECS: list[type[Codec]] = [RawCodec, ZstdCodec, DictCodec, PlanesCodec, LearnedCodec, BrotliCodec]
-SPECS = ("auto", "best")
+SPECS = ("auto", "best", "exhaustive")
 
 
 class CodecTable:
@@ -62,8 +64,9 @@ class CodecTable:
         zstd = self.by_name["zstd"]
         if text == "auto":
             return CodecSpec(zstd, ZstdCodec.param_of(1), auto=True)
-        if text == "best":
-            return CodecSpec(zstd, ZstdCodec.param_of(19), candidates=self.codecs)
+        if text in ("best", "exhaustive"):
+            return CodecSpec(zstd, ZstdCodec.param_of(19), candidates=self.codecs,
+                             exhaustive=text == "exhaustive")
         name, _, arg = text.partition(":")
         codec = self.by_name.get(name)
         if codec is None:
@@ -83,12 +86,13 @@ class CodecTable:
 @dataclass(frozen=True)
 class CodecSpec:
     """A parsed spec: which codec and its stored parameter, whether it was ``auto`` (which it prints
-    as), and for ``best`` the codecs whose candidates are tried."""
+    as), and for the cold path (``best``, ``exhaustive``) the codecs whose candidates it may try."""
 
     codec: Codec
     param: int
     auto: bool = False
     candidates: tuple[Codec, ...] = ()
+    exhaustive: bool = False
 
     @property
     def best(self) -> bool:
@@ -98,5 +102,5 @@ class CodecSpec:
         if self.auto:
             return "auto"
         if self.best:
-            return "best"
+            return "exhaustive" if self.exhaustive else "best"
         return self.codec.spec_str(self.param)

@@ -123,9 +123,24 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     trainer = Trainer(meta, chunks, resources, model_trainer(table))
     cold = table.parse(config.cold_codec)
     cooler = Cooler(chunks, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,
-                    prepare=trainer.ensure_dictionaries if uses_dictionaries(cold) else None)
+                    prepare=preparation(trainer, cold))
     return OpenVolume(store, config, meta, segments, pool, volume, tracker, cooler, trainer, reclaimer,
                       durability)
+
+
+def preparation(trainer: Trainer, cold: CodecSpec) -> Callable[[], object] | None:
+    """What the cooler does before a pass: train the volume's first dictionaries for a cold spec that
+    uses them and, for the cold path, its first learned model once it holds enough data."""
+    if not uses_dictionaries(cold):
+        return None
+    if not cold.best:
+        return trainer.ensure_dictionaries
+
+    def prepare() -> None:
+        trainer.ensure_dictionaries()
+        trainer.ensure_model()
+
+    return prepare
 
 
 def uses_dictionaries(spec: CodecSpec) -> bool:

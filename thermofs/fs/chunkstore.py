@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from thermofs.codecs import CodecSpec, CodecTable, CorruptFrame, FrameInfo, decode_frame, encode_parts
+from thermofs.codecs.base import MODEL
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import INLINE_SEGMENT, ChunkEntry, Tier
 from thermofs.fs.segments import SegmentStore
@@ -94,6 +95,11 @@ class ChunkStore:
             else:
                 out.append((_entry(*next(places), info, tier), None))
         return out
+
+    def slow_to_decode(self, entry: ChunkEntry) -> bool:
+        """Is this chunk's codec one that decodes slowly (the learned codec: ~40 ms per 64 KiB)?"""
+        codec = self.table.by_id.get(entry.codec_id)
+        return codec is not None and codec.cold_role == MODEL
 
     def read(self, entry: ChunkEntry, inline: bytes | None = None) -> bytes:
         """Read and verify one chunk (an inline one from its ``inline`` frame); any mismatch with

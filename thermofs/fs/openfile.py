@@ -145,6 +145,10 @@ class OpenFile:
         self._generation = 0
         self._observer = observer
         self._holes_verified = False  # see _read_committed
+        # The last chunks read from LMDB included frames of a slow decoder (the learned codec, ~40 ms
+        # per chunk): the next request decodes its chunks on the pool, one per core. Fast frames
+        # (0.06-0.4 ms) are decoded in the reading thread: a hand-off would cost as much.
+        self._slow_reads = False
 
     # -- its handles and its names (the volume's open-file table asks) -------------------------------
     def add_handle(self) -> None:
@@ -231,7 +235,7 @@ class OpenFile:
                     plan.append((index, within, n, None if held is None else held[within:within + n]))
                     pos += n
                 generation = self._generation
-            fetched = {index: self._read_committed(index) for index, _, _, piece in plan if piece is None}
+            fetched = self._fetch([index for index, _, _, piece in plan if piece is None])
             if fetched:
                 with self.lock:
                     if self._generation != generation:
@@ -252,7 +256,7 @@ class OpenFile:
         """Current content of one chunk (possibly shorter than the chunk size; b"" for a hole)."""
         data = self._chunk_at_hand(index)
         if data is None:
-            data = self._read_committed(index)
+            data = self._read_committed(index)[0]
             if data:
                 self._cache.put((self.ino, index), data)
         return data
@@ -280,10 +284,24 @@ class OpenFile:
             return b""
         return None
 
-    def _read_committed(self, index: int) -> bytes:
-        """A chunk as LMDB points at it. The cooler and compaction move frames of a file that is
-        open (without its lock) and punch the old copy out: a read that lost that race finds
-        the entry changed and reads again; the same entry failing twice is real damage."""
+    def _fetch(self, indices: list[int]) -> dict[int, bytes]:
+        """Committed chunks, decoded in this thread; or, while this file's reads meet slow-decoding
+        frames, the first here and the others on the pool (two learned chunks at once on 2 cores)."""
+        if len(indices) < 2 or not self._slow_reads:
+            got = {index: self._read_committed(index) for index in indices}
+        else:
+            futures = [self._pool.submit(self._read_committed, index) for index in indices[1:]]
+            got = {indices[0]: self._read_committed(indices[0])}
+            got.update((index, future.result()) for index, future in zip(indices[1:], futures, strict=True))
+        if got:
+            self._slow_reads = any(slow for _data, slow in got.values())
+        return {index: data for index, (data, _slow) in got.items()}
+
+    def _read_committed(self, index: int) -> tuple[bytes, bool]:
+        """A chunk as LMDB points at it, and whether its frame's codec is slow to decode. The cooler
+        and compaction move frames of a file that is open (without its lock) and punch the old copy
+        out: a read that lost that race finds the entry changed and reads again; the same entry
+        failing twice is real damage."""
         previous = None
         while True:
             with self._meta.read() as t:
@@ -294,9 +312,9 @@ class OpenFile:
                     t.verify_complete(self.ino, U64.pack(self.ino) + U64.pack(index))
                     self._holes_verified = True
             if entry is None:
-                return b""
+                return b"", False
             try:
-                return self._chunks.read(entry, inline)
+                return self._chunks.read(entry, inline), self._chunks.slow_to_decode(entry)
             except CorruptChunk:
                 if entry == previous:
                     raise

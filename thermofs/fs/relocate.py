@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from thermofs.codecs import CodecSpec
@@ -51,13 +52,15 @@ class RelocationReport:
 
 
 def relocate(meta: MetaStore, chunks: ChunkStore, batch: list[Chunk], recode: CodecSpec | None,
-             tier: Tier | None = None) -> RelocationReport:
+             tier: Tier | None = None, pool: Executor | None = None) -> RelocationReport:
     """Move ``batch`` to new frames: re-encoded with ``recode`` and marked ``tier`` (cooling: the cold
     spec, Tier.COLD; promotion: the hot spec, Tier.HOT), or with ``recode`` None copied as they are
-    into the active segment (compaction, which only moves frames out of segments)."""
+    into the active segment (compaction, which only moves frames out of segments). ``pool``: the
+    re-encodes run on its threads (the cold codecs release the GIL: one chunk per core)."""
     report = RelocationReport()
     chosen: list[Chunk] = []
     new: list[Encoded | bytes] = []
+    raws: list[bytes] = []
     for item in batch:
         with meta.read() as t:
             current, inline = t.get_chunk_frame(item.ino, item.index)
@@ -79,7 +82,15 @@ def relocate(meta: MetaStore, chunks: ChunkStore, batch: list[Chunk], recode: Co
             log.warning("not moving damaged chunk %d of inode %d: %s", item.index, item.ino, e)
             continue
         chosen.append(item)
-        new.append(chunks.encode(raw, recode) if recode is not None else frame)
+        if recode is None:
+            new.append(frame)
+        else:
+            raws.append(raw)
+    if recode is not None:
+        def encode(raw: bytes) -> Encoded:
+            return chunks.encode(raw, recode)
+
+        new = list(pool.map(encode, raws) if pool is not None else map(encode, raws))
     placed = _place(chunks, chosen, new, tier)
     with meta.write() as t:
         for item, (entry, inline_frame) in zip(chosen, placed, strict=True):

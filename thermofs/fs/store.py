@@ -41,11 +41,16 @@ MIN_CHUNK_SIZE = 4 << 10
 MAX_CHUNK_SIZE = 4 << 20
 
 
+# The cold codec of volumes made before ``best`` was mkfs's default.
+LEGACY_COLD_CODEC = "zstd:19"
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     hot_codec: str = "auto"
-    cold_codec: str = "zstd:19"
+    # The cold path (codecs/coldpath.py). A volume keeps the cold codec stored at its mkfs.
+    cold_codec: str = "best"
     # Hot/cold policy parameters set at mkfs (thermofs.policy.temperature.PolicyParams names); a
     # mount's -o options override them.
     policy: dict[str, str] = field(default_factory=dict)
@@ -137,6 +142,7 @@ def read_config(store: Path) -> StoreConfig:
     if version != FORMAT_VERSION and version not in UPGRADABLE_VERSIONS:
         raise StoreError(f"{store} has format version {version!r}; this thermofs reads version "
                          f"{FORMAT_VERSION} (and upgrades {', '.join(map(str, UPGRADABLE_VERSIONS))})")
+    raw.setdefault("cold_codec", LEGACY_COLD_CODEC)  # every mkfs wrote one; should one be missing
     try:
         cfg = StoreConfig(**raw)
     except TypeError as e:

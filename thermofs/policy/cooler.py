@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from thermofs.codecs import CodecSpec
@@ -47,6 +48,7 @@ DEFAULT_BUDGET = 32 << 20
 DEFAULT_INTERVAL = 60.0  # seconds between background passes
 # Codecs whose re-heated chunks are re-encoded with the hot codec (see the module docstring).
 SLOW_DECODERS = ("learned",)
+NICE = 10  # the cooler's threads: below the foreground
 
 
 @dataclass
@@ -69,6 +71,15 @@ class CoolerStatus:
 
 
 
+def _lower_priority() -> None:
+    """Nice 10 for the calling thread: Linux applies a nice value to one thread, so the foreground
+    keeps its priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except OSError:
+        pass
+
+
 class Cooler:
     def __init__(self, chunks: ChunkStore, meta: MetaStore, tracker: Tracker, cold: CodecSpec, hot: CodecSpec,
                  promote_ids: frozenset[int], budget: float = DEFAULT_BUDGET,
@@ -88,6 +99,11 @@ class Cooler:
         self._stop = threading.Event()
         self._pass_lock = threading.Lock()  # one pass at a time (background or forced)
         self._thread: threading.Thread | None = None
+        # The re-encodes of a batch run on every core: the cold codecs release the GIL (the learned
+        # kernel is compiled nogil, zstd and brotli release it), bench/bench_coldpath.py measures the
+        # scaling. Its threads run at the cooler's lower priority, so the foreground keeps the CPU.
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="cool",
+                                        initializer=_lower_priority)
 
     # -- one pass -------------------------------------------------------------------------------------
     def cool(self, older_than: float | None = None, progress: Progress | None = None,
@@ -153,7 +169,7 @@ class Cooler:
         if throttle and not self._yield_to_foreground(stop):
             batch = batch[:BUSY_BATCH]
         started = time.monotonic()
-        done = relocate(self._meta, self._chunks, [Chunk(*item) for item in batch], spec, tier)
+        done = relocate(self._meta, self._chunks, [Chunk(*item) for item in batch], spec, tier, self._pool)
         s = self.status
         if tier == Tier.COLD:
             s.cooled += done.moved
@@ -186,11 +202,7 @@ class Cooler:
         self._thread.start()
 
     def _loop(self) -> None:
-        try:
-            # Linux applies a nice value to the calling thread alone: the foreground keeps priority.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except OSError:
-            pass
+        _lower_priority()
         next_pass = time.monotonic() + self._interval
         while not self._stop.wait(min(FLUSH_SECONDS, max(0.0, next_pass - time.monotonic()))):
             try:
@@ -206,5 +218,6 @@ class Cooler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._pool.shutdown()
         self.status.state = "stopped"
         self._tracker.flush()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thermofs.codecs.base import Buffer, Codec
+from thermofs.codecs.base import MODEL, Buffer, Codec
 from thermofs.codecs.errors import BadSpec, CorruptFrame
 from thermofs.codecs.probe import BINARY, TEXT, Probe
 from thermofs.codecs.resources import Resources
@@ -87,6 +87,7 @@ class LearnedCodec(Codec):
     ID = 4
     name = "learned"
     default_param = DEFAULT_MODEL_ID
+    cold_role = MODEL
 
     def __init__(self, models: Resources | ModelSource | None = None) -> None:
         self.resources = models if isinstance(models, Resources) else Resources()

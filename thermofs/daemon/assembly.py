@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thermofs.codecs import CodecSpec, CodecTable
+from thermofs.codecs.base import MODEL
 from thermofs.daemon.options import MountOptions
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES, ChunkCache
 from thermofs.fs.chunkstore import ChunkStore
@@ -26,7 +27,7 @@ from thermofs.fs.segments import SegmentStore
 from thermofs.fs.store import StoreConfig, mkfs, open_meta, read_config, secure
 from thermofs.fs.upgrade import upgrade
 from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
-from thermofs.policy.cooler import SLOW_DECODERS, Cooler
+from thermofs.policy.cooler import Cooler
 from thermofs.policy.temperature import PolicyParams
 from thermofs.policy.tracker import Tracker
 from thermofs.policy.training import ModelTrainer, Trainer
@@ -119,7 +120,7 @@ def open_volume(store: Path, cache_bytes: int = DEFAULT_CACHE_BYTES, dirty_bytes
     if durability is not None:
         durability.sync()  # the state the volume opens at is the first sync point
         recover(meta, segments)  # the explicit, logged step after a crash (fs/recovery.py)
-    slow = frozenset(table.by_name[name].ID for name in SLOW_DECODERS if name in table.by_name)
+    slow = frozenset(cid for cid, codec in table.by_id.items() if codec.cold_role == MODEL)  # re-heated: re-encoded hot
     trainer = Trainer(meta, chunks, resources, model_trainer(table))
     cold = table.parse(config.cold_codec)
     cooler = Cooler(chunks, meta, tracker, cold, hot, slow, options.cool_budget, options.cool_interval,

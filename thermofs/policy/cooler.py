@@ -46,8 +46,6 @@ BUSY_BATCH = 4
 # here, so the budget is not what limits it; it bounds a faster cold codec's share of the disk.
 DEFAULT_BUDGET = 32 << 20
 DEFAULT_INTERVAL = 60.0  # seconds between background passes
-# Codecs whose re-heated chunks are re-encoded with the hot codec (see the module docstring).
-SLOW_DECODERS = ("learned",)
 NICE = 10  # the cooler's threads: below the foreground
 
 

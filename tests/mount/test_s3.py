@@ -17,7 +17,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.conftest import MakeS3Store, Run, Seaweed
-    from tests.mount.conftest import Mount
+    from tests.mount.conftest import Mount, StatsJson
 
 MakeMount = Callable[..., "Mount"]
 
@@ -41,11 +41,19 @@ def objects(server: Seaweed, url: str) -> dict[str, int]:
 
 
 def test_round_trip_through_the_bucket(seaweed: Seaweed, make_s3_store: MakeS3Store, make_mount: MakeMount,
-                                       corpora: Path) -> None:
+                                       corpora: Path, run: Run, stats_json: StatsJson) -> None:
     store, url = make_s3_store(seaweed)
-    m = make_mount(store=store)
+    m = make_mount(store=store, options="metadata_backup=1s")
     shutil.copytree(corpora, m.mountpoint / "corpora", symlinks=True)
     diff(corpora, m.mountpoint / "corpora")
+    r = run("sync", m.mountpoint)
+    assert r.returncode == 0, r.stderr
+    stats = stats_json(store)
+    assert stats["backend"] == url + "/"
+    remote = stats["live"]["remote"]
+    assert {"upload_waiting_bytes", "disk_cache_bytes", "disk_cache_hit_rate", "gets", "puts"} <= set(remote)
+    prom = run("stats", "--prometheus", store).stdout
+    assert "thermofs_upload_waiting_bytes" in prom and "thermofs_s3_puts_total" in prom
     m.stop()
     assert not list((store / "segments").iterdir()), "a clean unmount uploads every segment"
     names = objects(seaweed, url)

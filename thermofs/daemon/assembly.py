@@ -236,7 +236,7 @@ def make_remote_volume(store: Path, config: StoreConfig) -> StoreConfig:
     store is made and its thermofs.json put into the bucket too (for restore)."""
     spec = BackendSpec.from_dict(config.backend)
     backend = S3Store(spec, CHECK_TIMEOUT)
-    if backend.head(CONFIG_KEY) is not None:
+    if CONFIG_KEY in backend.list(CONFIG_KEY):  # a LIST, not a HEAD: a missing bucket says so in its body
         raise BackendError(f"{spec.url} already holds a thermofs volume (its {CONFIG_KEY}); use "
                            f"'thermofs restore' to use it from here, or choose another prefix")
     made = make_volume(store, config)

@@ -77,7 +77,8 @@ def live_figures(opened: OpenVolume) -> Handler:
         lookups = current["cache_hits"] + current["cache_misses"]
         return {**current, **rates, "rates_since": since, "rate_span_s": span, "uptime_s": now - started,
                 "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
-                "cooler": opened.cooler.status.as_dict(), "policy": opened.tracker.params.as_dict()}
+                "cooler": opened.cooler.status.as_dict(), "policy": opened.tracker.params.as_dict(),
+                "remote": opened.remote.segments.remote_stats() if opened.remote is not None else None}
 
     return live
 

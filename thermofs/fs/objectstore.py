@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from thermofs.fs.errors import FsError, StoreError
+from thermofs.fs.errors import FsError, StoreError, UnusableTarget
 
 SEGMENTS_PREFIX = "segments/"
 BACKUPS_PREFIX = "meta/"
@@ -27,7 +27,7 @@ class ObjectMissing(FsError):
     """The object does not exist."""
 
 
-class BackendError(StoreError):
+class BackendError(UnusableTarget):
     """The object store refused us for a reason retrying will not fix: no such bucket, access denied,
     no credentials. The message says which and never carries a credential."""
 

@@ -187,3 +187,26 @@ def test_object_damaged_in_the_bucket(seaweed: Seaweed, make_s3_store: MakeS3Sto
     r = run("fsck", store)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "/first" in r.stdout and "/second" not in r.stdout, r.stdout
+
+
+def test_compaction_deletes_dead_objects_after_a_backup(seaweed: Seaweed, make_s3_store: MakeS3Store,
+                                                        make_mount: MakeMount, run: Run) -> None:
+    store, url = make_s3_store(seaweed)
+    m = make_mount(store=store, options="metadata_backup=1h")
+    dead, live = os.urandom(2 << 20), os.urandom(1 << 20)
+    (m.mountpoint / "dead").write_bytes(dead)
+    (m.mountpoint / "live").write_bytes(live)
+    m.stop()
+    assert "segments/00000001.seg" in objects(seaweed, url)
+    m.start()
+    (m.mountpoint / "dead").unlink()
+    r = run("compact", m.mountpoint, "--min-garbage", "0")
+    assert r.returncode == 0, r.stderr
+    assert "segments/00000001.seg" in objects(seaweed, url), "the object waits for the next backup"
+    m.stop()
+    names = objects(seaweed, url)
+    assert "segments/00000001.seg" not in names, names
+    wipe_local(store)
+    m.start()
+    assert (m.mountpoint / "live").read_bytes() == live
+    assert not (m.mountpoint / "dead").exists()

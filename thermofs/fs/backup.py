@@ -5,7 +5,8 @@ A backup is a consistent snapshot of LMDB (its compacting copy, taken in one rea
 compressed with zstd, under ``meta/backup-GGGGGGGGGGGG.tfsmeta``. It is uploaded only once every
 segment its chunk map can point into is in the bucket: the copy is taken first, then the active
 segment is sealed, then the backup waits for the uploads of every segment below the new active one
-(a frame a committed entry points at was appended before its commit, so it lies in one of them).
+(a frame a committed entry points at was appended before its commit, so it lies in one of them):
+invariant 8.
 The last BACKUP_GENERATIONS backups are kept.
 """
 

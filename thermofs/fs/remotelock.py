@@ -8,7 +8,8 @@ died on another machine blocks mounts until its lease ends, or until ``--force-u
 
 S3 offers no compare-and-swap on every server, so two mounts starting within one round trip of each
 other could both take the lock: the lease is read back after it is written, and a mount that finds
-another holder there gives up.
+another holder there gives up; a mount that finds at a renewal that another took the lock over logs
+an error and stops renewing.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ class RemoteLock:
     def _loop(self) -> None:
         while not self._stop.wait(self._lease / 3):
             try:
+                held = self._current()
+                if held and held.get("holder") != self._me["holder"]:
+                    log.error("the lock object of %s was taken over (host %s, pid %s, store %s: --force-unlock?); "
+                              "two mounts of one volume delete what the other needs: unmount one", self._url,
+                              held.get("host"), held.get("pid"), held.get("store"))
+                    return
                 self._write()
             except Exception as e:  # unreachable: tried again; the lease outlasts a few misses
                 log.warning("renewing the lock object of %s failed: %s", self._url, e)

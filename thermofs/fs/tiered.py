@@ -3,13 +3,14 @@ locally as always; a sealed one is uploaded as one immutable object, verified, a
 becomes blocks of the disk cache; a frame of a remote segment is read with a ranged GET through that
 cache. The layers above see a SegmentStore.
 
-- Upload (invariant 8): a sealed segment is uploaded in the background, at most UPLOAD_THREADS at a
+- Upload (invariant 7): a sealed segment is uploaded in the background, at most UPLOAD_THREADS at a
   time; the object's size is checked with a HEAD before the local file is dropped. A failed upload
   keeps the file and is tried again with backoff; a segment still local when the daemon died is
   found by ``resume`` at the next mount (the explicit, logged step) and uploaded then.
 - Remote garbage is reclaimed by compaction only: a segment the reclaimer deletes (fs/reclaim.py,
   invariant 4) loses its local file at once and its object only once a metadata backup taken after
-  the deletion is in the bucket (``deletable``), so the newest backup never names a deleted object.
+  the deletion is in the bucket (``delete_objects``), so the newest backup never names a deleted object
+  (invariant 8).
   Dead frames are never punched: a sealed segment's bytes are its object's.
 """
 
@@ -124,7 +125,7 @@ class TieredSegments(SegmentStore):
 
     def remove(self, seg_id: int) -> None:
         """Delete a dead segment: its local file and cached blocks now, its object after the next
-        metadata backup (``deletable``)."""
+        metadata backup (``delete_objects``, invariant 8)."""
         super().remove(seg_id)
         self.cache.drop(seg_id)
         with self._tier_lock:

@@ -166,6 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="256M", help="bytes of the sequential file")
     ap.add_argument("--files", default="10000,30000,100000", help="volume sizes (files) for restore")
+    ap.add_argument("--parts", default="seq,cp,restore", help="which measurements to run")
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
     os.environ.update(CREDENTIALS)
@@ -175,16 +176,19 @@ def main() -> None:
     (work / "weed").mkdir()
     proc, endpoint = start_weed(work / "weed")
     results: dict[str, Any] = {"size": size}
+    parts = args.parts.split(",")
     vols: list[Volume] = []
     try:
-        local, remote = Volume(work, "local", None), Volume(work, "s3", endpoint)
-        vols = [local, remote]
-        results["sequential"] = {v.store.name: sequential(v, data) for v in vols}
-        entries = stdlib_entries(Path(sysconfig.get_paths()["stdlib"]))
-        results["stdlib_bytes"], results["stdlib_files"] = tree_size(entries)
-        vols = [Volume(work, "local-cp", None), Volume(work, "s3-cp", endpoint)]
-        results["cp"] = {v.store.name: copy_tree(v, entries) for v in vols}
-        results["restore"] = [restore_point(work, endpoint, int(n), data) for n in args.files.split(",")]
+        if "seq" in parts:
+            vols = [Volume(work, "local", None), Volume(work, "s3", endpoint)]
+            results["sequential"] = {v.store.name: sequential(v, data) for v in vols}
+        if "cp" in parts:
+            entries = stdlib_entries(Path(sysconfig.get_paths()["stdlib"]))
+            results["stdlib_bytes"], results["stdlib_files"] = tree_size(entries)
+            vols = [Volume(work, "local-cp", None), Volume(work, "s3-cp", endpoint)]
+            results["cp"] = {v.store.name: copy_tree(v, entries) for v in vols}
+        if "restore" in parts:
+            results["restore"] = [restore_point(work, endpoint, int(n), data) for n in args.files.split(",")]
     finally:
         for v in vols:
             if mount_source(v.mnt) is not None:
@@ -203,19 +207,25 @@ def main() -> None:
 
 def report(r: dict[str, Any]) -> None:
     mib = r["size"] / MiB
-    loc, s3 = r["sequential"]["local-store"], r["sequential"]["s3-store"]
+    if "sequential" in r:
+        sequential_report(r["sequential"], mib)
+    if "cp" in r:
+        cp = r["cp"]
+        print(f"cp -a of the stdlib ({r['stdlib_bytes'] / MiB:.1f} MiB, {r['stdlib_files']} files), unmount "
+              f"included: local {cp['local-cp-store']:.1f} s, s3 {cp['s3-cp-store']:.1f} s "
+              f"({cp['local-cp-store'] / cp['s3-cp-store']:.2f}x)")
+    for p in r.get("restore", ()):
+        print(f"{p['files']:>7} files: metadata backup {p['backup_bytes'] / MiB:.2f} MiB "
+              f"({p['metadata_bytes'] / MiB:.1f} MiB of LMDB), restore {p['restore_s']:.2f} s")
+
+
+def sequential_report(seq: dict[str, dict[str, float]], mib: float) -> None:
+    loc, s3 = seq["local-store"], seq["s3-store"]
     print(f"sequential write of {mib:.0f} MiB: local {mib / loc['write_s']:.0f} MiB/s, s3 {mib / s3['write_s']:.0f} "
           f"MiB/s ({loc['write_s'] / s3['write_s']:.2f}x); unmount (s3: upload) {loc['unmount_s']:.1f} s / "
           f"{s3['unmount_s']:.1f} s")
     print(f"cold sequential read: local {mib / loc['read_s']:.0f} MiB/s, s3 {mib / s3['read_s']:.0f} MiB/s "
           f"({loc['read_s'] / s3['read_s']:.2f}x)")
-    cp = r["cp"]
-    print(f"cp -a of the stdlib ({r['stdlib_bytes'] / MiB:.1f} MiB, {r['stdlib_files']} files), unmount included: "
-          f"local {cp['local-cp-store']:.1f} s, s3 {cp['s3-cp-store']:.1f} s "
-          f"({cp['local-cp-store'] / cp['s3-cp-store']:.2f}x)")
-    for p in r["restore"]:
-        print(f"{p['files']:>7} files: metadata backup {p['backup_bytes'] / MiB:.2f} MiB "
-              f"({p['metadata_bytes'] / MiB:.1f} MiB of LMDB), restore {p['restore_s']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ log = logging.getLogger("thermofs.diskcache")
 # 4-37 ms (the request, not the bytes, costs): a block carries ~16 frames of a sequential read.
 BLOCK_BYTES = 1 << 20
 # A miss on the block right after the previous miss of the same segment is a sequential read: fetch
-# this many blocks in one GET (read-ahead).
+# this many blocks in one GET (read-ahead). A cold sequential read of 256 MiB through a mount on
+# SeaweedFS here: 115 MiB/s with 4, 120 MiB/s with 16 (the 2 cores, shared by decoding and the
+# server, are the limit), so 4: less fetched in vain by a random read that happens to follow on.
 READ_AHEAD_BLOCKS = 4
 DEFAULT_DISK_CACHE = 1 << 30
 

@@ -336,13 +336,20 @@ def sync_cmd(target: Path) -> None:
 
     A close commits a file without syncing it (it survives a crash of the daemon); a sync point every
     few seconds (mount option commit=SECONDS, default 5), fsync and the unmount make it durable
-    against a power loss. This makes one now.
+    against a power loss. This makes one now. With an object store, it also seals the segment being
+    written, waits for every upload and makes a metadata backup: a restore elsewhere then has it all.
     """
     from thermofs.tools.admin import sync, target_of
 
     where = _check(lambda: target_of(target))
     result = _run(lambda: sync(where))
     click.echo(f"synced {where.store} (transaction {result['synced_txnid']})")
+    if "backup_generation" in result:
+        if result["backup_generation"] is None:
+            click.echo(f"no metadata backup: {result['upload_waiting_bytes']} bytes still wait for upload "
+                       f"(see {where.store / 'thermofs.log'})")
+            sys.exit(EXIT_FAILED)
+        click.echo(f"uploaded every segment and metadata backup {result['backup_generation']}")
 
 
 @main.command("train")

@@ -9,6 +9,7 @@ import errno
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,9 +125,10 @@ def test_kill_during_upload_then_next_mount_uploads(seaweed: Seaweed, make_s3_st
     assert (m2.mountpoint / "f").read_bytes() == data
 
 
-def test_server_stopped_while_writing(seaweed_own: Seaweed, make_s3_store: MakeS3Store, make_mount: MakeMount) -> None:
-    store, _url = make_s3_store(seaweed_own)
-    m = make_mount(store=store, options="remote_timeout=2s", expect_log_errors=True)
+def test_server_stopped_while_writing(seaweed_own: Seaweed, make_s3_store: MakeS3Store, make_mount: MakeMount,
+                                      run: Run, tmp_path: Path) -> None:
+    store, url = make_s3_store(seaweed_own)
+    m = make_mount(store=store, options="remote_timeout=2s,metadata_backup=1s", expect_log_errors=True)
     before = os.urandom(1 << 20)
     (m.mountpoint / "before").write_bytes(before)
     seaweed_own.stop()
@@ -134,13 +136,31 @@ def test_server_stopped_while_writing(seaweed_own: Seaweed, make_s3_store: MakeS
     with open(m.mountpoint / "during", "wb") as fh:
         fh.write(during)
         os.fsync(fh.fileno())
+    # the next backup seals the segment holding "during"; its upload fails and it stays local
+    wait_for_log(m, "failed, kept locally")
     seaweed_own.start()
+    r = run("sync", m.mountpoint)  # waits for the upload, retried, and makes a backup
+    assert r.returncode == 0 and "metadata backup" in r.stdout, r.stdout + r.stderr
+    elsewhere = tmp_path / "elsewhere"
+    assert run("restore", url, elsewhere, "--endpoint", seaweed_own.endpoint).returncode == 0
     m.stop()
     assert not list((store / "segments").iterdir()), "every segment uploaded once the server was back"
     wipe_local(store)
     m.start()
     assert (m.mountpoint / "before").read_bytes() == before
     assert (m.mountpoint / "during").read_bytes() == during
+    m.stop()
+    m2 = make_mount(store=elsewhere)  # restored from the backup `thermofs sync` made
+    assert (m2.mountpoint / "during").read_bytes() == during
+
+
+def wait_for_log(m: Mount, text: str, polls: int = 600) -> None:
+    """Wait until the daemon's log says ``text`` (polls of 0.1 s; a bound on a hang, not a timing)."""
+    for _ in range(polls):
+        if text in m.log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the log never said {text!r}:\n{m.daemon_output()[-3000:]}")
 
 
 def test_server_down_during_a_read(seaweed_own: Seaweed, make_s3_store: MakeS3Store, make_mount: MakeMount) -> None:

@@ -110,8 +110,10 @@ class MetadataBackups:
         self._thread: threading.Thread | None = None
         self.last: BackupReport | None = None
 
-    def backup(self, wait: float = UPLOAD_WAIT, say: Callable[[str], None] | None = None) -> BackupReport | None:
-        """One backup; None if the uploads it needs did not finish within ``wait`` seconds."""
+    def backup(self, wait: float = UPLOAD_WAIT, say: Callable[[str], None] | None = None,
+               background: bool = False) -> BackupReport | None:
+        """One backup; None if the uploads it needs did not finish within ``wait`` seconds (or, for the
+        ``background`` thread's, before ``stop``: the unmount makes its own)."""
         with self._lock:
             started = time.monotonic()
             mark = self._segments.deletion_mark()
@@ -123,7 +125,7 @@ class MetadataBackups:
             if say is not None and self._segments.pending():
                 say(f"waiting for {len(self._segments.pending())} segment uploads "
                     f"({self._segments.pending_bytes()} bytes)")
-            if not self._segments.wait_uploaded(below, wait):
+            if not self._segments.wait_uploaded(below, wait, self._stop if background else None):
                 log.warning("metadata backup postponed: %s", self._segments.leftover_message())
                 return None
             existing = generations(self._backend)
@@ -147,7 +149,7 @@ class MetadataBackups:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.backup()
+                self.backup(background=True)
             except Exception as e:  # the store unreachable: said in the log, tried next time
                 log.warning("metadata backup failed, tried again in %.0f s: %s", self._interval, e)
 

@@ -34,6 +34,8 @@ log = logging.getLogger("thermofs.tiered")
 UPLOAD_THREADS = 2
 # A failed upload is retried after this long, doubling up to the maximum.
 RETRY_FIRST, RETRY_MAX = 1.0, 8.0
+# While waiting for uploads (a backup, the unmount), what is left is logged this often.
+PROGRESS_SECONDS = 10.0
 
 
 def segment_key(seg_id: int) -> str:
@@ -246,16 +248,23 @@ class TieredSegments(SegmentStore):
     def pending_bytes(self) -> int:
         return sum(super(TieredSegments, self).size_of(s) for s in self.pending())
 
-    def wait_uploaded(self, below: int, timeout: float) -> bool:
-        """Wait until every sealed segment with an id below ``below`` is uploaded; False on timeout."""
+    def wait_uploaded(self, below: int, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Wait until every sealed segment with an id below ``below`` is uploaded; False on timeout or
+        once ``stop`` is set. Logs what is left every PROGRESS_SECONDS."""
         deadline = time.monotonic() + timeout
-        with self._tier_lock:
-            while any(s < below for s in (*self._queue, *self._uploading)):
-                left = deadline - time.monotonic()
-                if left <= 0:
+        said = time.monotonic()
+        while True:
+            with self._tier_lock:
+                left = [s for s in (*self._queue, *self._uploading) if s < below]
+                if not left:
+                    return True
+                if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     return False
-                self._wake.wait(min(left, 1.0))
-            return True
+                self._wake.wait(min(deadline - time.monotonic(), 1.0))
+            if time.monotonic() - said >= PROGRESS_SECONDS:
+                said = time.monotonic()
+                log.info("waiting for uploads: %d segments (%d bytes) left", len(left),
+                         sum(super(TieredSegments, self).size_of(s) for s in left))
 
     def stop_uploads(self) -> None:
         """Stop the upload threads after the uploads under way; what is queued stays local."""

@@ -56,6 +56,9 @@ def test_round_trip_through_the_bucket(seaweed: Seaweed, make_s3_store: MakeS3St
     prom = run("stats", "--prometheus", store).stdout
     assert "thermofs_upload_waiting_bytes" in prom and "thermofs_s3_puts_total" in prom
     m.stop()
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"].encode()
+    for p in [store / "thermofs.json", *store.parent.glob("*.daemon.out"), m.log_path]:
+        assert secret not in p.read_bytes(), f"{p} holds the secret key"
     assert not list((store / "segments").iterdir()), "a clean unmount uploads every segment"
     names = objects(seaweed, url)
     assert any(k.startswith("segments/") for k in names) and any(k.startswith("meta/backup-") for k in names)
@@ -104,17 +107,21 @@ def test_second_mount_of_a_bucket_is_refused(seaweed: Seaweed, make_s3_store: Ma
     assert not os.path.ismount(mnt)
 
 
-def test_kill_during_upload_then_next_mount_uploads(seaweed: Seaweed, make_s3_store: MakeS3Store,
+def test_kill_during_upload_then_next_mount_uploads(seaweed_own: Seaweed, make_s3_store: MakeS3Store,
                                                     make_mount: MakeMount, run: Run, tmp_path: Path) -> None:
+    seaweed = seaweed_own
     store, url = make_s3_store(seaweed)
-    m = make_mount(store=store, options="metadata_backup=1h")
+    m = make_mount(store=store, options="metadata_backup=1s,remote_timeout=2s", expect_log_errors=True)
     data = os.urandom(3 << 20) + b"text " * 200_000
     with open(m.mountpoint / "f", "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    seaweed.stop()  # the upload of the sealed segment fails and is being retried when the daemon dies
+    wait_for_log(m, "failed, kept locally")
     m.kill()
     assert list((store / "segments").iterdir()), "the segment was still local when the daemon died"
+    seaweed.start()
     m.start()
     assert (m.mountpoint / "f").read_bytes() == data
     m.stop()
@@ -123,6 +130,7 @@ def test_kill_during_upload_then_next_mount_uploads(seaweed: Seaweed, make_s3_st
     assert run("restore", url, elsewhere, "--endpoint", seaweed.endpoint).returncode == 0
     m2 = make_mount(store=elsewhere)
     assert (m2.mountpoint / "f").read_bytes() == data
+    assert "not uploaded yet: uploading them" in m.log_path.read_text()
 
 
 def test_server_stopped_while_writing(seaweed_own: Seaweed, make_s3_store: MakeS3Store, make_mount: MakeMount,

@@ -112,13 +112,13 @@ def test_kill_during_upload_then_next_mount_uploads(seaweed_own: Seaweed, make_s
     seaweed = seaweed_own
     store, url = make_s3_store(seaweed)
     m = make_mount(store=store, options="metadata_backup=1s,remote_timeout=2s", expect_log_errors=True)
+    seaweed.stop()  # before the write: no backup can upload its segment before the server is gone
     data = os.urandom(3 << 20) + b"text " * 200_000
     with open(m.mountpoint / "f", "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    seaweed.stop()  # the upload of the sealed segment fails and is being retried when the daemon dies
-    wait_for_log(m, "failed, kept locally")
+    wait_for_log(m, "failed, kept locally")  # the next backup sealed it; its upload fails, retried
     m.kill()
     assert list((store / "segments").iterdir()), "the segment was still local when the daemon died"
     seaweed.start()

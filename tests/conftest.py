@@ -130,6 +130,7 @@ class Seaweed:
     data: Path
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    probed: bool = False  # the probe object was written (a restart reads it back)
 
     @property
     def endpoint(self) -> str:
@@ -156,15 +157,26 @@ class Seaweed:
             time.sleep(0.2)
 
     def _answers(self) -> bool:
-        """Does the S3 gateway take a bucket? (It answers before the filer behind it is ready.)"""
+        """Does the S3 gateway take a bucket, and read back an object written before a restart? (It
+        answers before the filer and the volume server behind it are ready: right after a restart,
+        reads of old objects failed with InternalError for a few seconds.)"""
         import botocore.exceptions
 
+        client = self.client()
         try:
-            self.client().create_bucket(Bucket="thermofs-probe")
+            client.create_bucket(Bucket="thermofs-probe")
         except botocore.exceptions.ClientError as e:  # made before this restart
-            return e.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+            if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                return False
         except Exception:
             return False
+        try:
+            if self.probed:
+                client.get_object(Bucket="thermofs-probe", Key="probe")["Body"].read()
+            client.put_object(Bucket="thermofs-probe", Key="probe", Body=b"probe")
+        except Exception:
+            return False
+        self.probed = True
         return True
 
     def client(self) -> Any:

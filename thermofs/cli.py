@@ -104,14 +104,32 @@ def main() -> None:
 @click.option("--policy", default="",
               help="Hot/cold policy, comma-separated KEY=VALUE: cold_age (default 5m), cold_count (2.5), "
                    "hot_count (3.5), half_life (10m); a mount's -o overrides them.")
-def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, policy: str) -> None:
-    """Make a new, empty volume in the directory STORE (made if missing; it must be empty)."""
+@click.option("--backend", default="", metavar="s3://BUCKET/PREFIX",
+              help="Keep sealed segments and metadata backups in this S3-compatible bucket (credentials: "
+                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials).")
+@click.option("--endpoint", default="", metavar="URL", help="The object store's URL (default: AWS S3).")
+@click.option("--region", default="", help="The bucket's region.")
+def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, policy: str, backend: str,
+             endpoint: str, region: str) -> None:
+    """Make a new, empty volume in the directory STORE (made if missing; it must be empty).
+
+    With --backend, STORE keeps the metadata, the segment being written, the disk cache and the log;
+    sealed segments and metadata backups go to the bucket."""
+    from thermofs.daemon.assembly import make_remote_volume
+    from thermofs.fs.objectstore import parse_url
     from thermofs.tools.stats import human_bytes
 
     settings = dict(item.partition("=")[::2] for item in policy.split(",") if item)
-    config = StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec, policy=settings)
+    if (endpoint or region) and not backend:
+        _fail(ValueError("--endpoint and --region go with --backend"), EXIT_USAGE)
+    spec = _check(lambda: parse_url(backend, endpoint, region)) if backend else None
+    config = StoreConfig(chunk_size=chunk_size, hot_codec=hot_codec, cold_codec=cold_codec, policy=settings,
+                         backend=spec.as_dict() if spec is not None else {})
     try:
-        make_volume(store, config)
+        if spec is not None:
+            make_remote_volume(store, config)
+        else:
+            make_volume(store, config)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except (StoreError, CodecError) as e:  # mkfs refuses its arguments: a bad value, a non-empty directory
@@ -119,7 +137,25 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
     except (FsError, OSError) as e:
         _fail(e, EXIT_FAILED)
     click.echo(f"made thermofs volume {store} (chunk size {human_bytes(chunk_size)}, hot {hot_codec}, "
-               f"cold {cold_codec})")
+               f"cold {cold_codec}" + (f", segments in {spec.url}" if spec is not None else "") + ")")
+
+
+@main.command("restore", epilog=EXIT_RULE)
+@click.argument("url", metavar="s3://BUCKET/PREFIX")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--endpoint", default="", metavar="URL", help="The object store's URL (default: AWS S3).")
+@click.option("--region", default="", help="The bucket's region.")
+def restore_cmd(url: str, store: Path, endpoint: str, region: str) -> None:
+    """Make a working local store in STORE (new or empty) from the newest metadata backup of the volume
+    in the bucket at URL, for example on another machine; then mount STORE as usual. Segments are read
+    from the bucket (through the disk cache). The volume must not be mounted elsewhere meanwhile."""
+    from thermofs.daemon.assembly import restore_volume
+    from thermofs.fs.objectstore import parse_url
+
+    _check(lambda: parse_url(url, endpoint, region))
+    header = _run(lambda: restore_volume(url, store, endpoint, region))
+    click.echo(f"restored {store} from metadata backup {header['generation']} of {url} "
+               f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(str(header['created']))))})")
 
 
 @main.command("mount")
@@ -132,10 +168,15 @@ def mkfs_cmd(store: Path, chunk_size: int, hot_codec: str, cold_codec: str, poli
                    "cold_count=N, hot_count=N, half_life=AGE (override mkfs --policy), cool_interval=AGE "
                    "(between background passes, default 60s), cool_budget=SIZE (bytes/s, default 32M), "
                    "nocool (no background cooling); commit=AGE (a sync point at least this often, default "
-                   "5s), sync_close (every close durable against power loss); and FUSE options such as "
+                   "5s), sync_close (every close durable against power loss); with an object store: "
+                   "disk_cache=SIZE (default 1G), metadata_backup=AGE (default 10m), remote_timeout=AGE (a read "
+                   "of an unreachable store answers EIO after this, default 60s); and FUSE options such as "
                    "allow_other, ro, kernel_cache.")
+@click.option("--force-unlock", is_flag=True,
+              help="Break the lock object of a volume in an object store (a machine that died with it mounted).")
 @click.option("--no-stderr", is_flag=True, hidden=True, help="Log to the store's log file only.")
-def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | None, no_stderr: bool) -> None:
+def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | None, force_unlock: bool,
+              no_stderr: bool) -> None:
     """Mount the volume in STORE on MOUNTPOINT (unmount with: thermofs umount MOUNTPOINT).
 
     Memory stays bounded by cache_size + dirty_size plus a few MiB per encoding thread, whatever the
@@ -145,6 +186,8 @@ def mount_cmd(store: Path, mountpoint: Path, foreground: bool, options: str | No
     from thermofs.daemon.options import parse_options
     from thermofs.fs.store import read_config
 
+    if force_unlock:
+        options = f"{options},force_unlock" if options else "force_unlock"
     opts = _check(lambda: parse_options(options))
     _check(lambda: read_config(store))
     _check(lambda: check_mountpoint(mountpoint.resolve(), bool(opts.fuse.get("nonempty"))))
@@ -295,13 +338,20 @@ def sync_cmd(target: Path) -> None:
 
     A close commits a file without syncing it (it survives a crash of the daemon); a sync point every
     few seconds (mount option commit=SECONDS, default 5), fsync and the unmount make it durable
-    against a power loss. This makes one now.
+    against a power loss. This makes one now. With an object store, it also seals the segment being
+    written, waits for every upload and makes a metadata backup: a restore elsewhere then has it all.
     """
     from thermofs.tools.admin import sync, target_of
 
     where = _check(lambda: target_of(target))
     result = _run(lambda: sync(where))
     click.echo(f"synced {where.store} (transaction {result['synced_txnid']})")
+    if "backup_generation" in result:
+        if result["backup_generation"] is None:
+            click.echo(f"no metadata backup: {result['upload_waiting_bytes']} bytes still wait for upload "
+                       f"(see {where.store / 'thermofs.log'})")
+            sys.exit(EXIT_FAILED)
+        click.echo(f"uploaded every segment and metadata backup {result['backup_generation']}")
 
 
 @main.command("train")

@@ -40,9 +40,16 @@ def _train(opened: OpenVolume, args: dict[str, Any], progress: Progress,
 
 
 def _sync(opened: OpenVolume, args: dict[str, Any], progress: Progress, stop: threading.Event | None) -> dict[str, Any]:
-    """A sync point now: everything committed becomes durable against a power loss."""
+    """A sync point now: everything committed becomes durable against a power loss; with an object
+    store, also a metadata backup (the active segment sealed and uploaded first): restorable elsewhere."""
     durability = opened.durability
-    return {"synced_txnid": durability.sync() if durability is not None else None}
+    txnid = durability.sync() if durability is not None else None
+    remote = opened.remote
+    if remote is None or remote.backups is None:
+        return {"synced_txnid": txnid}
+    report = remote.backups.backup(remote.wait)
+    return {"synced_txnid": txnid, "backup_generation": report.generation if report is not None else None,
+            "upload_waiting_bytes": remote.segments.pending_bytes()}
 
 
 OPERATIONS: dict[str, Operation] = {"cool": _cool, "compact": _compact, "train": _train, "sync": _sync}
@@ -77,7 +84,8 @@ def live_figures(opened: OpenVolume) -> Handler:
         lookups = current["cache_hits"] + current["cache_misses"]
         return {**current, **rates, "rates_since": since, "rate_span_s": span, "uptime_s": now - started,
                 "cache_hit_rate": current["cache_hits"] / lookups if lookups else 0.0,
-                "cooler": opened.cooler.status.as_dict(), "policy": opened.tracker.params.as_dict()}
+                "cooler": opened.cooler.status.as_dict(), "policy": opened.tracker.params.as_dict(),
+                "remote": opened.remote.segments.remote_stats() if opened.remote is not None else None}
 
     return live
 

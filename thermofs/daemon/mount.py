@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thermofs.daemon.assembly import open_volume
+from thermofs.daemon.assembly import check_remote, open_volume
 from thermofs.daemon.control import ControlServer
 from thermofs.daemon.handlers import daemon_handlers
 from thermofs.daemon.lock import DAEMON_NAME, lock_store, name_process
@@ -83,6 +83,8 @@ def run_foreground(store: Path, mountpoint: Path, options: MountOptions, log_to_
             opened.reclaimer.start()
             if opened.durability is not None:
                 opened.durability.start()  # a sync point every `commit` seconds
+            if opened.remote is not None and opened.remote.backups is not None:
+                opened.remote.backups.start()  # a metadata backup every `metadata_backup` seconds
         control = ControlServer(store, daemon_handlers(opened))
         if os.access(store, os.W_OK):
             control.start()  # a store on read-only media has no control socket: stats reads LMDB
@@ -126,6 +128,7 @@ def run_daemon(store: Path, mountpoint: Path, option_text: str | None, timeout: 
     check_writable(store, options)
     check_mountpoint(mountpoint, bool(options.fuse.get("nonempty")))
     lock_store(store).release()  # the daemon takes it for good
+    check_remote(store, options)
     cmd = [sys.executable, "-m", "thermofs", "mount", "-f", "--no-stderr", str(store), str(mountpoint)]
     if option_text:
         cmd += ["-o", option_text]

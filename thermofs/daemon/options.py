@@ -5,16 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from thermofs.fs.backup import DEFAULT_BACKUP_SECONDS
 from thermofs.fs.cache import DEFAULT_CACHE_BYTES
+from thermofs.fs.diskcache import DEFAULT_DISK_CACHE
 from thermofs.fs.durability import DEFAULT_COMMIT_SECONDS
 from thermofs.fs.store import parse_size
 from thermofs.fs.volume import DEFAULT_DIRTY_BYTES
 from thermofs.policy.cooler import DEFAULT_BUDGET, DEFAULT_INTERVAL
 from thermofs.policy.temperature import POLICY_KEYS, PolicyParams, parse_age
 
+# A read of a remote segment that cannot reach the object store keeps retrying this long, then answers
+# EIO: long enough to ride out a restarting server, short enough that a program is not stuck for good.
+DEFAULT_REMOTE_TIMEOUT = 60.0
+
 # Options thermofs itself takes with -o; everything else must be a FUSE option we pass through.
 OWN_OPTIONS = {"cache_size", "dirty_size", "cool_interval", "cool_budget", "nocool", "commit", "sync_close",
-               *POLICY_KEYS}
+               "disk_cache", "metadata_backup", "remote_timeout", "force_unlock", *POLICY_KEYS}
 FUSE_FLAGS = {"allow_other", "allow_root", "ro", "rw", "noatime", "nodev", "nosuid", "noexec",
               "auto_unmount", "debug", "nothreads", "kernel_cache", "direct_io", "nonempty"}
 # attr_timeout and entry_timeout are the daemon's (daemon/binding.py ATTR_TIMEOUT): what the kernel
@@ -34,6 +40,13 @@ class MountOptions:
     # a power loss. sync_close: every close (and every commit) durable on its own.
     commit_seconds: float = DEFAULT_COMMIT_SECONDS
     sync_close: bool = False
+    # With an object store backend (fs/tiered.py): the disk cache's bound, seconds between metadata
+    # backups, how long a read keeps trying an unreachable store before it answers EIO, and whether
+    # to break another mount's lock object.
+    disk_cache_bytes: int = DEFAULT_DISK_CACHE
+    backup_seconds: float = DEFAULT_BACKUP_SECONDS
+    remote_timeout: float = DEFAULT_REMOTE_TIMEOUT
+    force_unlock: bool = False
     fuse: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,11 +83,17 @@ def _apply(opts: MountOptions, item: str) -> None:
     elif key == "nocool" and not eq:
         opts.cooler = False
     elif key == "commit" and eq:
-        opts.commit_seconds = parse_age(value)
-        if opts.commit_seconds <= 0:
-            raise ValueError(f"commit must be a positive time (got {value!r})")
+        opts.commit_seconds = _positive(value, key)
     elif key == "sync_close" and not eq:
         opts.sync_close = True
+    elif key == "disk_cache" and eq:
+        opts.disk_cache_bytes = parse_size(value)
+    elif key == "metadata_backup" and eq:
+        opts.backup_seconds = _positive(value, key)
+    elif key == "remote_timeout" and eq:
+        opts.remote_timeout = _positive(value, key)
+    elif key == "force_unlock" and not eq:
+        opts.force_unlock = True
     elif key in FUSE_FLAGS and not eq:
         opts.fuse[key] = True
     elif key in FUSE_VALUED and eq:
@@ -84,3 +103,10 @@ def _apply(opts: MountOptions, item: str) -> None:
         raise ValueError(f"unknown or malformed mount option {item!r} (known: {known})")
 
 
+
+
+def _positive(value: str, key: str) -> float:
+    seconds = parse_age(value)
+    if seconds <= 0:
+        raise ValueError(f"{key} must be a positive time (got {value!r})")
+    return seconds

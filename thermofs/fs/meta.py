@@ -968,6 +968,11 @@ class MetaStore:
         """A read transaction on the current state, held until released: LMDB reuses none of its pages."""
         return Snapshot(self.env.begin(buffers=False), self.dbs)
 
+    def compact_copy(self, directory: Path) -> None:
+        """A consistent, compacted copy of the environment into the empty ``directory`` (one read
+        transaction: commits go on meanwhile): the metadata backup's snapshot."""
+        self.env.copy(str(directory), compact=True)
+
     def last_txnid(self) -> int:
         return int(self.env.info()["last_txnid"])
 

@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from thermofs.fs.errors import CorruptChunk, NoSpace
@@ -78,9 +78,11 @@ def segment_name(seg_id: int) -> str:
 
 class SegmentStore:
     def __init__(self, directory: Path, volume_id: bytes, headers_from: int = 1,
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, on_sealed: Callable[[int], None] | None = None) -> None:
         """Segments of the volume ``volume_id`` (16 bytes) in ``directory``; those from id
-        ``headers_from`` on start with a header (older ones, of a store made with format 1, do not)."""
+        ``headers_from`` on start with a header (older ones, of a store made with format 1, do not).
+        ``on_sealed`` is told the id of every segment this process stops appending to (full, sealed
+        or closed), synced and holding at least one frame: the object store backend uploads it."""
         self.dir = directory
         self.volume_id = volume_id
         self.headers_from = headers_from
@@ -97,6 +99,7 @@ class SegmentStore:
         self._active_fd = -1
         self._active_size = 0
         self._unsynced: dict[int, int] = {}  # segment id -> fd written since the last sync
+        self._on_sealed = on_sealed
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
@@ -167,12 +170,31 @@ class SegmentStore:
 
     def _roll(self) -> None:
         if self._active_fd >= 0:
-            if self._active_id in self._unsynced:
-                os.fdatasync(self._active_fd)
-                del self._unsynced[self._active_id]
-            os.close(self._active_fd)
+            self._close_active()
             self._active_id += 1
         self._open_active()
+
+    def _close_active(self) -> None:
+        """Sync and close the active segment (under the lock); tell ``on_sealed`` if it holds frames."""
+        if self._active_id in self._unsynced:
+            os.fdatasync(self._active_fd)
+            del self._unsynced[self._active_id]
+        os.close(self._active_fd)
+        self._active_fd = -1
+        if self._on_sealed is not None and self._active_size > self.header_size(self._active_id):
+            self._on_sealed(self._active_id)
+
+    def seal(self) -> int | None:
+        """Stop appending to the active segment if it holds a frame (the next append starts a new
+        one); its id, or None if there was nothing to seal."""
+        with self._lock:
+            if self._active_fd < 0 or self._active_size <= self.header_size(self._active_id):
+                return None
+            sealed = self._active_id
+            self._close_active()
+            self._active_id += 1
+            self._active_size = 0
+            return sealed
 
     def sync(self) -> None:
         """Make every appended frame durable (invariant 1: data before pointer)."""
@@ -301,10 +323,8 @@ class SegmentStore:
     def close(self) -> None:
         with self._lock:
             if self._active_fd >= 0:
-                if self._unsynced:
-                    os.fdatasync(self._active_fd)
-                os.close(self._active_fd)
-                self._active_fd = -1
+                self._close_active()
+                self._active_id += 1  # nothing is appended after close: the last one is sealed
             self._unsynced.clear()
             for fd in [*self._read_fds.values(), *(fd for _when, fd in self._retired)]:
                 os.close(fd)

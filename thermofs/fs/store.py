@@ -7,6 +7,7 @@
       segments/        append-only segment files (see fs/segments.py)
       lock             the pid of the process holding the store (the lock itself is a flock on STORE)
       thermofs.log     the daemon's log
+      cache/           with an object store backend: blocks of remote segments (fs/diskcache.py)
 
 docs/FORMAT.md describes every byte, the identity checks and the version rule.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from thermofs.codecs import CodecTable
 from thermofs.fs.errors import MetaError, StoreError
 from thermofs.fs.meta import ROOT_INO, Identity, Inode, MetaDamaged, MetaStore
+from thermofs.fs.objectstore import BackendSpec
 
 log = logging.getLogger("thermofs.store")
 
@@ -57,6 +59,9 @@ class StoreConfig:
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
     uuid: str = ""  # the volume's identity (32 hex digits), set by mkfs
+    # The object store holding sealed segments and metadata backups ({"url": "s3://BUCKET/PREFIX",
+    # "endpoint": ..., "region": ...}; fs/objectstore.py); empty: every segment stays in STORE/segments.
+    backend: dict[str, str] = field(default_factory=dict)
 
     @property
     def volume_id(self) -> bytes:
@@ -85,6 +90,8 @@ def validate_config(cfg: StoreConfig) -> None:
     table = CodecTable()
     for spec in (cfg.hot_codec, cfg.cold_codec):
         table.parse(spec)  # raises BadSpec with a clear message
+    if cfg.backend:
+        BackendSpec.from_dict(cfg.backend)  # raises StoreError naming what is wrong
 
 
 def mkfs(store: Path, cfg: StoreConfig) -> StoreConfig:

@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from thermofs.codecs import CodecTable
+from thermofs.daemon.assembly import build_segments
 from thermofs.daemon.lock import lock_store
+from thermofs.daemon.options import MountOptions
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.durability import needs_restore, restore
 from thermofs.fs.errors import CorruptChunk, MetaError
@@ -614,7 +616,11 @@ def fsck(store: Path, repair: bool = False, progress: Progress | None = None) ->
             report = FsckReport(str(store), repair=repair)
             report.problems.append(Problem("metadata-damaged", str(store / "meta.lmdb"), str(e), False))
             return report
-        segments = SegmentStore(store / "segments", config.volume_id, identity.headers_from)
+        try:  # with an object store: its segments read through the disk cache, no lock object taken
+            segments, _remote = build_segments(store, config, identity, MountOptions(fuse={"ro": True}))
+        except BaseException:
+            meta.close()
+            raise
         meta.on_commit = lambda _txnid, freed: segments.punch(freed)  # fsck's commits are durable
         try:
             damaged: list[DamagedRecord] = []

@@ -17,6 +17,7 @@ from thermofs.fs.errors import UnusableTarget
 from thermofs.fs.meta import Txn
 from thermofs.fs.segments import disk_bytes
 from thermofs.fs.store import FORMAT_FILE, open_meta, read_config
+from thermofs.fs.tiered import local_bytes
 from thermofs.policy.temperature import PolicyParams
 from thermofs.tools.admin import target_of
 
@@ -56,6 +57,8 @@ def volume_stats(store: Path, mounted: bool = False) -> dict[str, Any]:
         "cooled_chunks": c.get("cooled_chunks", 0), "cooled_bytes_saved": c.get("cooled_bytes_saved", 0),
         "promoted_chunks": c.get("promoted_chunks", 0),
         "policy": PolicyParams().with_options(cfg.policy).as_dict(),
+        "backend": cfg.backend.get("url") if cfg.backend else None,
+        "disk_cache_bytes": local_bytes(store / "cache") if cfg.backend else 0,
     }
 
 
@@ -250,6 +253,7 @@ def render(stats: dict[str, Any]) -> str:
              f"{human_bytes(stats['cooled_bytes_saved'])} saved, {stats['promoted_chunks']} promoted",
              _render_policy(stats),
              *_render_live(stats),
+             *_render_remote(stats),
              "",
              f"{'codec':<10}{'chunks':>10}{'raw':>14}{'stored':>14}{'ratio':>9}"]
     for name, row in stats["codecs"].items():
@@ -297,6 +301,39 @@ def _render_live(stats: dict[str, Any]) -> list[str]:
     ]
 
 
+def _render_remote(stats: dict[str, Any]) -> list[str]:
+    """The object store backend: where, what waits for upload, the disk cache, the requests."""
+    if not stats.get("backend"):
+        return []
+    live = stats.get("live") or {}
+    r = live.get("remote")
+    if not r:
+        return [f"object store   {stats['backend']}   disk cache {human_bytes(stats['disk_cache_bytes'])}"]
+    return [f"object store   {stats['backend']}   {r['remote_segments']} segments; waiting for upload "
+            f"{human_bytes(r['upload_waiting_bytes'])} ({r['upload_waiting_segments']} segments, "
+            f"{r['upload_failures']} failing)",
+            f"disk cache     {human_bytes(r['disk_cache_bytes'])} of {human_bytes(r['disk_cache_limit'])}, hit rate "
+            f"{100 * r['disk_cache_hit_rate']:.1f}%   requests: {r['gets']} GET ({human_bytes(r['bytes_got'])}), "
+            f"{r['puts']} PUT ({human_bytes(r['bytes_put'])}), {r['deletes']} DELETE, {r['retries']} retried"]
+
+
+REMOTE_METRICS = (("upload_waiting_bytes", "gauge", "Bytes of sealed segments not uploaded yet."),
+                  ("upload_waiting_segments", "gauge", "Sealed segments not uploaded yet."),
+                  ("disk_cache_bytes", "gauge", "Bytes in the disk cache of remote segments."),
+                  ("disk_cache_hits_total", "counter", "Disk cache hits (blocks)."),
+                  ("disk_cache_misses_total", "counter", "Disk cache misses (blocks)."),
+                  ("s3_gets_total", "counter", "GET requests to the object store."),
+                  ("s3_puts_total", "counter", "PUT requests (and upload parts) to the object store."),
+                  ("s3_deletes_total", "counter", "DELETE requests to the object store."),
+                  ("s3_retries_total", "counter", "Requests retried after a network or server error."),
+                  ("s3_got_bytes_total", "counter", "Bytes fetched from the object store."),
+                  ("s3_put_bytes_total", "counter", "Bytes uploaded to the object store."))
+# The remote figures' keys in the daemon's answer, by metric name.
+REMOTE_KEYS = {"disk_cache_hits_total": "disk_cache_hits", "disk_cache_misses_total": "disk_cache_misses",
+               "s3_gets_total": "gets", "s3_puts_total": "puts", "s3_deletes_total": "deletes",
+               "s3_retries_total": "retries", "s3_got_bytes_total": "bytes_got", "s3_put_bytes_total": "bytes_put"}
+
+
 def prometheus(stats: dict[str, Any]) -> str:
     """The figures in Prometheus' text exposition format (base units, _total for counters)."""
     out: list[str] = []
@@ -341,6 +378,10 @@ def prometheus(stats: dict[str, Any]) -> str:
         metric("open_files", "gauge", "Open files.", [("", live["open_files"])])
         metric("cooler_queue_chunks", "gauge", "Cold candidates found and not yet recompressed.",
                [("", live["cooler"]["queue"])])
+        remote = live.get("remote")
+        if remote:
+            for name, kind, help_text in REMOTE_METRICS:
+                metric(name, kind, help_text, [("", remote[REMOTE_KEYS.get(name, name)])])
     return "\n".join(out) + "\n"
 
 

@@ -45,6 +45,30 @@ def test_disk_cache_is_bounded_and_evicts_least_recently_used(tmp_path: Path) ->
     assert again.stats()["disk_cache_bytes"] <= BLOCK_BYTES
 
 
+def test_a_damaged_cache_block_is_fetched_again(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "cache")
+    cache.load()
+    obj = os.urandom(2 * BLOCK_BYTES)
+    fetched: list[int] = []
+
+    def fetch(seg: int, offset: int, length: int) -> bytes:
+        fetched.append(offset)
+        return obj[offset:offset + length]
+
+    assert cache.read(7, 100, 50, len(obj), fetch) == obj[100:150]
+    assert cache.read(7, BLOCK_BYTES + 9, 50, len(obj), fetch) == obj[BLOCK_BYTES + 9:BLOCK_BYTES + 59]
+    first, second = sorted((tmp_path / "cache").iterdir())
+    damaged = bytearray(first.read_bytes())
+    damaged[120] ^= 0x10  # one flipped bit inside the block
+    first.write_bytes(bytes(damaged))
+    second.write_bytes(second.read_bytes()[:1000])  # cut short
+    assert cache.read(7, 100, 50, len(obj), fetch) == obj[100:150]
+    assert cache.read(7, BLOCK_BYTES + 9, 50, len(obj), fetch) == obj[BLOCK_BYTES + 9:BLOCK_BYTES + 59]
+    assert len(fetched) == 4  # both fetched again
+    assert cache.read(7, 100, 50, len(obj), fetch) == obj[100:150]
+    assert len(fetched) == 4  # and kept whole this time
+
+
 def test_backup_format_round_trip_and_damage() -> None:
     blob = pack({"generation": 3, "data_bytes": 5, "config": {}}, b"hello")
     header, data = unpack(blob)

@@ -52,11 +52,13 @@ def make_sources(entries: list[Path], work: Path) -> tuple[Path, Path]:
     repo = work / "stdlib.git"
     repo.mkdir()
     run(["tar", "xf", str(tarball), "-C", str(repo)])
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "init.defaultBranch=main"]
+    # gc.auto=0: a commit's automatic gc runs detached and would race the repack below.
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "init.defaultBranch=main",
+           "-c", "gc.auto=0"]
     run([*git, "init", "-q"], cwd=repo)
     run([*git, "add", "-A", "-f"], cwd=repo)
     run([*git, "commit", "-q", "-m", "stdlib"], cwd=repo)
-    run(["git", "gc", "-q"], cwd=repo)  # one pack, as a repository fetched from a server has
+    run([*git, "repack", "-a", "-d", "-q"], cwd=repo)  # one pack, as a repository fetched from a server has
     return tarball, repo
 
 

@@ -33,7 +33,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,11 +118,22 @@ def drop_caches(backing: list[Path]) -> None:
                     os.close(fd)
 
 
-def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, text=True, capture_output=True, stdin=subprocess.DEVNULL)
+def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed with {proc.returncode}:\n{proc.stderr.strip()}")
     return proc
+
+
+def rotating_rounds(makers: Sequence[Callable[[Path], Target]], rounds: int, prefix: str,
+                    workdir: Path | None = None) -> Iterator[tuple[int, Target]]:
+    """(round, target) for every maker in every round, each target made in a fresh temporary directory
+    (removed once the caller moves on), in an order that rotates from round to round, so that a slow
+    spell of the shared machine does not fall on one target only."""
+    for r in range(rounds):
+        for make in [*makers[r % len(makers):], *makers[:r % len(makers)]]:
+            with tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as tmp:
+                yield r, make(Path(tmp))
 
 
 def fmt_rate(v: float | None) -> str:

@@ -19,12 +19,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_fs import PassthroughTarget, Target, ThermofsTarget
+from bench_fs import PassthroughTarget, Target, ThermofsTarget, rotating_rounds
 
 FSX_FLAGS = ("-q", "-S", "42", "-F", "-H", "-z", "-C", "-I", "-J", "-B", "-E", "-0")
 GOAL = 3.0  # thermofs within 3x the passthrough's time
@@ -64,13 +63,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the unmounts
     makers: list[Callable[[Path], Target]] = [PassthroughTarget, lambda w: ThermofsTarget(w, [], "nocool")]
     seconds: dict[str, list[float]] = {}
-    for r in range(args.rounds):
-        for make in makers[r % 2:] + makers[:r % 2]:
-            with tempfile.TemporaryDirectory(prefix="thermofs-bench-fsx-", dir=args.workdir) as tmp:
-                target = make(Path(tmp))
-                s = run_fsx(fsx, target, args.ops)
-            seconds.setdefault(target.name, []).append(s)
-            print(f"round {r + 1} {target.name:<12} {s:7.1f} s", file=sys.stderr, flush=True)
+    for r, target in rotating_rounds(makers, args.rounds, "thermofs-bench-fsx-", args.workdir):
+        s = run_fsx(fsx, target, args.ops)
+        seconds.setdefault(target.name, []).append(s)
+        print(f"round {r + 1} {target.name:<12} {s:7.1f} s", file=sys.stderr, flush=True)
     best = {name: min(v) for name, v in seconds.items()}
     ratio = best["thermofs"] / best["passthrough"]
     print(f"\nfsx, {args.ops} operations, seed 42, best of {args.rounds}:")

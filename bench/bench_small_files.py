@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +42,7 @@ from bench_fs import (
     build_text,
     check_small,
     create_small,
+    rotating_rounds,
     small_files,
 )
 
@@ -93,15 +93,11 @@ def main() -> int:
     chosen: list[Callable[[Path], Target]] = [makers[t] for t in args.targets]
     rates: dict[str, list[tuple[float, float]]] = {}
     load = os.getloadavg()[0]
-    for r in range(args.rounds):
-        order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]
-        for make in order:
-            with tempfile.TemporaryDirectory(prefix="thermofs-bench-small-") as tmp:
-                target = make(Path(tmp))
-                created, rewritten = one_round(target, files)
-            rates.setdefault(target.name, []).append((created, rewritten))
-            print(f"round {r + 1} {target.name:<17} create {created:7.0f} files/s, "
-                  f"overwrite {rewritten:7.0f} files/s", file=sys.stderr, flush=True)
+    for r, target in rotating_rounds(chosen, args.rounds, "thermofs-bench-small-"):
+        created, rewritten = one_round(target, files)
+        rates.setdefault(target.name, []).append((created, rewritten))
+        print(f"round {r + 1} {target.name:<17} create {created:7.0f} files/s, "
+              f"overwrite {rewritten:7.0f} files/s", file=sys.stderr, flush=True)
 
     med = {name: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v))
            for name, v in rates.items()}

@@ -25,24 +25,28 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_fs import MiB, PassthroughTarget, PlainTarget, Target, ThermofsTarget, stdlib_entries, tree_size, warm
+from bench_codecs import timed
+from bench_fs import (
+    MiB,
+    PassthroughTarget,
+    PlainTarget,
+    Target,
+    ThermofsTarget,
+    rotating_rounds,
+    run,
+    stdlib_entries,
+    tree_size,
+    warm,
+)
 
 GOAL = 0.6  # thermofs >= 0.6x of the bare passthrough on each workload
 WORKLOADS = ("cp", "tar", "git")
-
-
-def run(cmd: list[str], cwd: Path | None = None) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed with {proc.returncode}:\n{proc.stderr.strip()}")
 
 
 def make_sources(entries: list[Path], work: Path) -> tuple[Path, Path]:
@@ -60,12 +64,6 @@ def make_sources(entries: list[Path], work: Path) -> tuple[Path, Path]:
     run([*git, "commit", "-q", "-m", "stdlib"], cwd=repo)
     run([*git, "repack", "-a", "-d", "-q"], cwd=repo)  # one pack, as a repository fetched from a server has
     return tarball, repo
-
-
-def timed(fn: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def check(dest: Path) -> None:
@@ -92,12 +90,12 @@ def one_round(target: Target, entries: list[Path], tarball: Path, repo: Path) ->
         dest = target.path
         warm(entries)
         (dest / "cp").mkdir()
-        seconds["cp"] = timed(lambda: run(["cp", "-a", "--", *map(str, entries), str(dest / "cp")]))
+        seconds["cp"], _ = timed(lambda: run(["cp", "-a", "--", *map(str, entries), str(dest / "cp")]))
         warm([tarball])
         (dest / "tar").mkdir()
-        seconds["tar"] = timed(lambda: run(["tar", "xf", str(tarball), "-C", str(dest / "tar")]))
+        seconds["tar"], _ = timed(lambda: run(["tar", "xf", str(tarball), "-C", str(dest / "tar")]))
         warm([repo])
-        seconds["git"] = timed(lambda: run(["git", "clone", "-q", "--no-local", str(repo), str(dest / "git")]))
+        seconds["git"], _ = timed(lambda: run(["git", "clone", "-q", "--no-local", str(repo), str(dest / "git")]))
         check(dest)
     finally:
         target.stop()
@@ -122,14 +120,11 @@ def main() -> int:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="thermofs-bench-trees-src-", dir=args.workdir) as src:
         tarball, repo = make_sources(entries, Path(src))
-        for r in range(args.rounds):
-            for make in makers[r % len(makers):] + makers[:r % len(makers)]:
-                with tempfile.TemporaryDirectory(prefix="thermofs-bench-trees-", dir=args.workdir) as tmp:
-                    target = make(Path(tmp))
-                    result = one_round(target, entries, tarball, repo)
-                seconds.setdefault(target.name, []).append(result)
-                print(f"round {r + 1} {target.name:<12} " + ", ".join(f"{w} {s:6.2f} s" for w, s in result.items()),
-                      file=sys.stderr, flush=True)
+        for r, target in rotating_rounds(makers, args.rounds, "thermofs-bench-trees-", args.workdir):
+            result = one_round(target, entries, tarball, repo)
+            seconds.setdefault(target.name, []).append(result)
+            print(f"round {r + 1} {target.name:<12} " + ", ".join(f"{w} {s:6.2f} s" for w, s in result.items()),
+                  file=sys.stderr, flush=True)
 
     med = {name: {w: statistics.median(r[w] for r in rs) for w in WORKLOADS} for name, rs in seconds.items()}
     print(f"\nstandard library: {count} files, {size / MiB:.1f} MiB; {args.rounds} rounds (median seconds); "

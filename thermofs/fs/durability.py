@@ -191,7 +191,6 @@ class Durability:
         self._due: list[tuple[int, int, int]] = []  # frames a sync point covers, for the thread to punch
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._early = threading.Event()  # a sync point is due before the interval ends
         self._thread: threading.Thread | None = None
 
     # -- freed frames and the synced state ------------------------------------------------------------
@@ -202,22 +201,21 @@ class Durability:
             if freed:
                 with self._lock:
                     self._due.extend(freed)
-                if self._thread is not None:
-                    self._wake.set()
-                else:
-                    self._punch_due()
+                self._punch_soon()
                 self._tell_listeners()
             return
         with self._lock:
             if freed:
                 self._waiting.append((txnid, freed))
-            due = txnid - self._synced_txnid >= MAX_UNSYNCED_COMMITS
-        if due:
+        if self._overdue(txnid):
             if self._thread is not None:
-                self._early.set()
                 self._wake.set()
             else:
                 self.sync()
+
+    def _overdue(self, txnid: int) -> bool:
+        """Has the state committed up to ``txnid`` gone MAX_UNSYNCED_COMMITS past the last sync point?"""
+        return txnid - self._synced_txnid >= MAX_UNSYNCED_COMMITS
 
     @contextmanager
     def synced_view(self) -> Iterator[Txn | None]:
@@ -259,14 +257,18 @@ class Durability:
                 self._waiting = [(t, frames) for t, frames in self._waiting if t > txnid]
             if old is not None:
                 old.release()
-        # What the sync point freed is punched by the background thread, not in the fsync that asked
-        # for the sync point: punching was 36% of an fsync's time under fsx (docs/BENCHMARKS.md).
+        self._punch_soon()
+        self._tell_listeners()
+        return txnid
+
+    def _punch_soon(self) -> None:
+        """Frames queued in ``_due`` are punched by the background thread, not in the request that freed
+        them or asked for the sync point (punching was 36% of an fsync's time under fsx,
+        docs/BENCHMARKS.md); inline when there is no thread (offline)."""
         if self._thread is not None:
             self._wake.set()
         else:
             self._punch_due()
-        self._tell_listeners()
-        return txnid
 
     def _punch_due(self) -> None:
         """Punch what sync points freed; returns once every frame queued before the call is punched
@@ -323,8 +325,7 @@ class Durability:
                 return
             try:
                 self._punch_due()
-                if self._early.is_set() or time.monotonic() >= next_sync:
-                    self._early.clear()
+                if self._overdue(self._meta.last_txnid()) or time.monotonic() >= next_sync:
                     self.sync_if_changed()
                     next_sync = time.monotonic() + self._interval
             except Exception:  # a full disk: said in the log, tried again next time

@@ -908,12 +908,15 @@ class MetaStore:
             raise MetaError(f"metadata store {path} lacks its sub-databases ({e}): not a thermofs "
                             f"format 2 store, or damaged") from e
 
-    @contextmanager
-    def read(self) -> Iterator[Txn]:
+    def _begin(self, write: bool = False) -> lmdb.Transaction:
         try:
-            txn = self.env.begin(buffers=False)
+            return self.env.begin(write=write, buffers=False)
         except lmdb.Error as e:
             raise _map_lmdb_error(e) from e
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        txn = self._begin()
         try:
             yield Txn(txn, self.dbs)
         except lmdb.Error as e:
@@ -923,10 +926,7 @@ class MetaStore:
 
     @contextmanager
     def write(self) -> Iterator[Txn]:
-        try:
-            txn = self.env.begin(write=True)
-        except lmdb.Error as e:
-            raise _map_lmdb_error(e) from e
+        txn = self._begin(write=True)
         t = Txn(txn, self.dbs)
         try:
             yield t
@@ -948,10 +948,7 @@ class MetaStore:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold LMDB's write lock without writing: no commit runs, none is half written (a sync point)."""
-        try:
-            txn = self.env.begin(write=True)
-        except lmdb.Error as e:
-            raise _map_lmdb_error(e) from e
+        txn = self._begin(write=True)
         try:
             yield
         finally:

@@ -132,8 +132,7 @@ class Operations(mfusepy.Operations):
         if fh or path is None:
             return _stat(self.volume.getattr(self._ino(path, fh)))
         inode = self.volume.lookup_attr(path)
-        if inode.nlink > 1:
-            self._names.looked_up(path, inode.ino, inode.nlink, stat.S_ISDIR(inode.mode))
+        self._names.looked_up(path, inode.ino, inode.nlink, stat.S_ISDIR(inode.mode))
         return _stat(inode)
 
     @translate

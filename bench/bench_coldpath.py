@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """The cold path (spec ``best``, a new volume's cold codec) against its baselines, in one run.
 
-    python bench/bench_coldpath.py [--corpora ../shared/corpora] [--stdlib-mb 3] [--lib-mb 2] [--out FILE]
+    python bench/bench_coldpath.py [--corpora ../shared/corpora] [--stdlib-mb 3] [--lib-mb 2]
+                                   [--model-budget 30] [--out FILE]
 
 Data, cut into 64 KiB chunks file by file as a volume does: the shared corpora (text, code, a few
 binaries), a sample of the Python standard library's .py sources, and a sample of shared objects from
-/usr/lib. One dictionary per kind is trained on a quarter of the chunks, as ``thermofs train`` does on
-a sample of the volume. Measured, all in this run:
+/usr/lib. One dictionary and one learned model per kind are trained on a quarter of the chunks, as
+``thermofs train`` does on a sample of the volume (the model fine-tuned from the shipped one within
+``--model-budget`` seconds, kept where it codes its kind's held-out chunks smaller). Measured, all in
+this run:
 
 - per chunk stored bytes (whole frames) of ``best``, ``exhaustive`` (every candidate of every codec),
   zstd -19 with the dictionary (``dict``), and the ``zstd -19`` and ``xz -9`` tools run on the chunk;
+  and the learned codec alone on the text and code chunks with the volume's models and the shipped one;
 - cooling throughput: ``best`` and ``exhaustive`` encoding the text and code chunks on 1 and on 2
   threads (wall time; the cooler's pool has one thread per core), and the ratio between them;
 - the learned codec's decode speed, per core (thread CPU time) and on 2 threads (wall time);
@@ -38,8 +42,12 @@ sys.path.insert(0, str(REPO))
 
 from thermofs.codecs import CodecTable, Resources, add_trained, decode_frame, encode_frame, train_dictionaries
 from thermofs.codecs.coldpath import MIN_LEARNED_GAIN
+from thermofs.codecs.frame import HEADER_SIZE
 from thermofs.codecs.learned import LearnedCodec
+from thermofs.codecs.learned.codec import default_model_blob
+from thermofs.codecs.learned.train import train_per_kind
 from thermofs.codecs.probe import TEXT, analyse
+from thermofs.policy.training import AUTO_MODEL_BUDGET
 
 sys.path.insert(0, str(REPO / "bench"))
 from bench_codecs import timed as wall
@@ -122,6 +130,8 @@ def main() -> None:
     ap.add_argument("--corpora", type=Path, default=REPO.parent / "shared" / "corpora")
     ap.add_argument("--stdlib-mb", type=float, default=3.0)
     ap.add_argument("--lib-mb", type=float, default=2.0)
+    ap.add_argument("--model-budget", type=float, default=AUTO_MODEL_BUDGET,
+                    help="seconds to fine-tune the models (0: the shipped model only)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
 
@@ -131,6 +141,14 @@ def main() -> None:
     textlike = [i for i, k in enumerate(kinds) if k.kind == TEXT]
     resources = Resources()
     add_trained(resources, train_dictionaries(raws[::4]))
+    models = train_per_kind(raws[::4], lambda _kind: default_model_blob(), args.model_budget) \
+        if args.model_budget > 0 else []
+    for kind, model in models:
+        if model.improves:
+            resources.add_model(model.blob, kind=kind)
+        print(f"{kind} model: held-out chunks {model.stats.get('held_final', 0):,.0f} B against "
+              f"{model.stats.get('held_base', 0):,.0f} B with the shipped one: "
+              f"{'kept' if model.improves else 'not kept'}", file=sys.stderr)
     table = CodecTable(resources)
     encode_frame(b"warm up the kernel" * 100, table.parse("learned"))
     total = sum(map(len, raws))
@@ -152,6 +170,10 @@ def main() -> None:
     learned = [encode_frame(c, table.parse("learned"))[0] for c in raws]
     tools = {name: [tool_size(cmd, c) for c in raws] for name, cmd in TOOLS.items()}
     assert all(decode_frame(best[i], table, CHUNK) == raws[i] for i in range(len(raws)))
+    shipped = LearnedCodec()
+    learned_text = {"volume models": sum(len(learned[i]) for i in textlike) / text_bytes,
+                    "shipped model": sum(HEADER_SIZE + len(shipped.compress(raws[i], 0))
+                                         for i in textlike) / text_bytes}
 
     # The learned codec's decode: per core (thread CPU time), and two chunks at once.
     lframes = [(f, raws[i]) for i, f in enumerate(learned) if f[3] == LearnedCodec.ID]
@@ -184,6 +206,10 @@ def main() -> None:
         vs_dict, vs_ex = 100 * (1 - r["best"] / r["dict"]), 100 * (r["best"] / r["exhaustive"] - 1)
         print(f"| {name} | {r['raw'] / 1e6:.1f} | " + " | ".join(f"{r[c]:.4f}" for c in cols)
               + f" | {vs_dict:.1f}% smaller | {vs_ex:+.2f}% |")
+
+    print("\nthe learned codec alone on the text and code chunks: "
+          + ", ".join(f"{k} {v:.4f} ({100 * (1 - v / rows['text and code']['dict']):.1f}% smaller than dict)"
+                      for k, v in learned_text.items()))
 
     chosen: dict[str, int] = {}
     for f in best.values():
@@ -230,7 +256,9 @@ def main() -> None:
           f"{lbytes / dec1.wall / 1e6:.2f} MB/s on 1")
     if args.out:
         args.out.write_text(json.dumps({"sets": rows, "chosen": chosen, "sweep": sweep, "speeds": speeds,
-                                        "floor_misses": [len(wrong), len(shortcut)]}, indent=1) + "\n")
+                                        "floor_misses": [len(wrong), len(shortcut)], "learned_text": learned_text,
+                                        "models": {k: m.stats | {"kept": m.improves} for k, m in models}},
+                                       indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -372,11 +372,14 @@ def train_cmd(target: Path, budget: float, no_model: bool, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(report))
     else:
-        dicts = ", ".join(f"{d['kind']} (id {d['id']}, {human_bytes(d['bytes'])})" for d in report["dictionaries"])
+        def listed(items: list[dict[str, Any]]) -> str:
+            return ", ".join(f"{d['kind']} (id {d['id']}, {human_bytes(d['bytes'])})" for d in items)
+
+        not_better = "".join(f"; the {kind} model was no better than the current one, not kept"
+                             for kind in report["models_not_better"])
         click.echo(f"sampled {report['samples']} chunks ({human_bytes(report['sample_bytes'])}); "
-                   f"dictionaries: {dicts or 'none worth keeping'}; "
-                   + (f"model id {report['model_id']} ({human_bytes(report['model_bytes'])})"
-                      if report["model_id"] else "no model trained"))
+                   f"dictionaries: {listed(report['dictionaries']) or 'none worth keeping'}; "
+                   f"models: {listed(report['models']) or 'none trained'}{not_better}")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,7 @@ def test_first_pass_of_best_fine_tunes_a_model(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(train, "train_model", fake_train)
     monkeypatch.setattr(training, "MODEL_MIN_CHUNKS", 4)
+    monkeypatch.setattr(train, "MIN_KIND_PIECES", 4)
     store = tmp_path / "store"
     mkfs(store, StoreConfig())  # the default cold codec: best
     data = _text(6 * K64, 11)
@@ -251,8 +252,9 @@ def test_first_pass_of_best_fine_tunes_a_model(tmp_path: Path, monkeypatch: pyte
         ino = _write(parts, "/f", data)
         parts.cooler.cool(older_than=0)
         parts.cooler.cool(older_than=0)
-        model_id = parts.volume.chunks.table.resources.current_model()
+        model_id = parts.volume.chunks.table.resources.current_model("text")
         assert model_id is not None and len(calls) == 1 and calls[0][1] == training.AUTO_MODEL_BUDGET
+        assert parts.volume.chunks.table.resources.current_model("binary") is None  # no binary samples
         assert {(e.codec_id, e.param) for e in _entries(parts, ino).values()} == {(4, model_id)}
     finally:
         parts.close()
@@ -261,6 +263,32 @@ def test_first_pass_of_best_fine_tunes_a_model(tmp_path: Path, monkeypatch: pyte
         assert _read(parts, ino) == data
     finally:
         parts.close()
+
+
+def test_model_records_by_kind_reload(tmp_path: Path) -> None:
+    """A volume's model blobs come back under their ids and kinds after a reopen: a record without a
+    kind (one model for all data) serves the kinds with none of their own; a record that is neither
+    form is left out as damaged, and the others stay usable."""
+    from thermofs.codecs.learned.codec import default_model_blob
+    from thermofs.fs.meta import BLOB_MODEL, DamagedRecord, MetaStore
+    from thermofs.fs.resources import load_resources, model_record
+
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig())
+    blob = default_model_blob()
+    meta = MetaStore(store / "meta.lmdb")
+    try:
+        with meta.write() as t:
+            ids = [t.put_blob(BLOB_MODEL, model_record(blob, None)),
+                   t.put_blob(BLOB_MODEL, model_record(blob, "text")),
+                   t.put_blob(BLOB_MODEL, b"text\nnot a model")]
+        damaged: list[DamagedRecord] = []
+        resources = load_resources(meta, damaged)
+    finally:
+        meta.close()
+    assert resources.current_model("text") == ids[1] and resources.current_model("binary") == ids[0]
+    assert resources.model(ids[0]) == resources.model(ids[1]) == blob
+    assert len(damaged) == 1 and f"model {ids[2]}" in damaged[0].why
 
 
 def test_sequential_reads_of_learned_chunks_decode_on_the_pool(tmp_path: Path) -> None:

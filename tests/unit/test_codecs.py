@@ -467,6 +467,20 @@ def test_resources_ids() -> None:
         r.model(99)
 
 
+def test_models_by_kind() -> None:
+    """New frames of a kind use the newest model trained for that kind, else the newest trained for
+    any kind (volumes that trained one model for all data), else the shipped one (None)."""
+    r = Resources()
+    assert r.current_model("text") is None and not r.has_models()
+    r.add_model(b"text model", 1, "text")
+    assert r.current_model("text") == 1 and r.current_model("binary") is None and r.has_models()
+    r.add_model(b"any kind", 2)
+    assert r.current_model("text") == 1 and r.current_model("binary") == 2
+    r.add_model(b"newer text model", 3, "text")
+    r.add_model(b"older binary model", 0x10, "binary")
+    assert r.current_model("text") == 3 and r.current_model("binary") == 0x10 and r.current_model() == 2
+
+
 from thermofs.codecs import CodecError  # noqa: E402
 from thermofs.codecs.base import MODEL  # noqa: E402
 from thermofs.codecs.learned import LearnedCodec  # noqa: E402

@@ -1,9 +1,11 @@
 """Trained dictionaries and learned models of one volume, by id: what frames name in their parameter.
 
 Codecs know nothing of LMDB: the fs layer persists these blobs in the volume and fills a Resources at
-mount (``add_dictionary(kind, data, id)`` / ``add_model(blob, id)`` with the stored ids), then hands it
-to ``CodecTable(resources)``. Ids are never reused, so old frames stay readable after retraining: a new
-dictionary for a kind gets a new id and becomes that kind's current one; older ones stay for decoding.
+mount (``add_dictionary(kind, data, id)`` / ``add_model(blob, id, kind)`` with the stored ids), then
+hands it to ``CodecTable(resources)``. Ids are never reused, so old frames stay readable after
+retraining: a new dictionary or model for a kind gets a new id and becomes that kind's current one;
+older ones stay for decoding. A model without a kind (volumes trained one model for all data) serves
+every kind that has none of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Resources:
         self._dicts: dict[int, Dictionary] = {}
         self._current: dict[str, int] = {}
         self._models: dict[int, bytes] = {}
+        self._current_model: dict[str | None, int] = {}  # kind (None: any kind) -> newest model id
 
     @staticmethod
     def _check_id(rid: int, taken: dict[int, object]) -> None:
@@ -65,11 +68,15 @@ class Resources:
     def dictionaries(self) -> list[Dictionary]:
         return [self._dicts[k] for k in sorted(self._dicts)]
 
-    def add_model(self, blob: bytes, model_id: int | None = None) -> int:
+    def add_model(self, blob: bytes, model_id: int | None = None, kind: str | None = None) -> int:
+        """Add a model trained for ``kind`` (None: for any kind); it becomes that kind's current one if
+        its id is the newest."""
         with self._lock:
             rid = model_id if model_id is not None else max(self._models, default=0) + 1
             self._check_id(rid, self._models)  # type: ignore[arg-type]
             self._models[rid] = bytes(blob)
+            if rid > self._current_model.get(kind, 0):
+                self._current_model[kind] = rid
             return rid
 
     def model(self, model_id: int) -> bytes:
@@ -78,5 +85,12 @@ class Resources:
         except KeyError:
             raise CorruptFrame(f"unknown model id {model_id}") from None
 
-    def current_model(self) -> int | None:
-        return max(self._models, default=None)
+    def current_model(self, kind: str | None = None) -> int | None:
+        """The model new frames of ``kind`` use: the newest trained for that kind, else the newest
+        trained for any kind, else None (the shipped model)."""
+        with self._lock:
+            return self._current_model.get(kind) if kind in self._current_model else self._current_model.get(None)
+
+    def has_models(self) -> bool:
+        with self._lock:
+            return bool(self._models)

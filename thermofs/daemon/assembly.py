@@ -37,7 +37,7 @@ from thermofs.fs.volume import DEFAULT_DIRTY_BYTES, Volume
 from thermofs.policy.cooler import Cooler
 from thermofs.policy.temperature import PolicyParams
 from thermofs.policy.tracker import Tracker
-from thermofs.policy.training import ModelTrainer, Trainer
+from thermofs.policy.training import KindModel, ModelTrainer, Trainer
 from thermofs.progress import Progress
 
 log = logging.getLogger("thermofs.assembly")
@@ -270,11 +270,12 @@ def model_trainer(table: CodecTable) -> ModelTrainer | None:
     if "learned" not in table.by_name:
         return None
 
-    def train(samples: list[bytes], base: bytes | None, budget: float, progress: Progress | None) -> bytes:
+    def train(samples: list[bytes], base: Callable[[str], bytes], budget: float,
+              progress: Progress | None) -> list[KindModel]:
         # numba and torch load only to train: importing the trainer at mount took 0.2-0.3 s.
-        from thermofs.codecs.learned.train import train_model
+        from thermofs.codecs.learned.train import train_per_kind
 
-        return train_model(samples, base, budget, progress).blob
+        return [KindModel(kind, m.blob, m.improves) for kind, m in train_per_kind(samples, base, budget, progress)]
 
     return train
 

@@ -1,8 +1,11 @@
-"""Training on the volume's own data: zstd dictionaries (and, when the learned codec is in the table,
-a learned model), stored in the volume's ``blobs`` sub-database under ids that frames name.
+"""Training on the volume's own data: zstd dictionaries and (when the learned codec is in the table)
+learned models, one per kind of data, stored in the volume's ``blobs`` sub-database under ids that
+frames name.
 
 A blob is written (and committed) before the codec table may use it, so no frame can ever name an id
-the volume does not hold. Dictionaries are stored as ``kind + b"\\n" + bytes``.
+the volume does not hold. Dictionaries are stored as ``kind + b"\\n" + bytes``, models as
+``fs.resources.model_record``. A fine-tuned model is stored only if it codes the held-out sample
+chunks of its kind smaller than the model it started from.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from thermofs.codecs.resources import Resources
 from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import BLOB_DICTIONARY, BLOB_MODEL, MetaStore
+from thermofs.fs.resources import model_record
 from thermofs.progress import Progress
 
 log = logging.getLogger("thermofs.training")
@@ -36,8 +40,21 @@ MIN_VOLUME_BYTES = 1 << 20
 MODEL_MIN_CHUNKS = 1024
 # Seconds the cooler gives that first fine-tuning (torch and the kernel load in ~5 s of them).
 AUTO_MODEL_BUDGET = 30.0
-# Trains a learned model on samples, from a base model blob, within a budget of seconds; the blob.
-ModelTrainer = Callable[[list[bytes], bytes | None, float, Progress | None], bytes]
+
+
+@dataclass(frozen=True)
+class KindModel:
+    """A model fine-tuned on the samples of one kind of data; ``improves``: it codes that kind's
+    held-out samples smaller than its base (only such models are stored)."""
+
+    kind: str
+    blob: bytes
+    improves: bool
+
+
+# Fine-tunes one learned model per kind of data in the samples, each from base(kind), within a
+# budget of seconds.
+ModelTrainer = Callable[[list[bytes], Callable[[str], bytes], float, Progress | None], list[KindModel]]
 # Progress of ``thermofs train`` in thousandths: the dictionaries take the first tenth.
 STEPS = 1000
 
@@ -81,8 +98,8 @@ class TrainReport:
     samples: int = 0
     sample_bytes: int = 0
     dictionaries: list[dict[str, object]] = field(default_factory=list)  # id, kind, size
-    model_id: int | None = None
-    model_bytes: int = 0
+    models: list[dict[str, object]] = field(default_factory=list)  # id, kind, size
+    models_not_better: list[str] = field(default_factory=list)  # kinds whose fine-tuned model was dropped
 
 
 class Trainer:
@@ -92,6 +109,7 @@ class Trainer:
         self._chunks = chunks
         self._resources = resources
         self._model_trainer = model_trainer
+        self._model_tried = False
 
     def train_dictionaries(self, samples: list[bytes], report: TrainReport) -> None:
         trained = train_dictionaries(samples)
@@ -125,41 +143,49 @@ class Trainer:
         return report
 
     def ensure_model(self, budget: float = AUTO_MODEL_BUDGET) -> TrainReport | None:
-        """Fine-tune the first learned model of a volume that has none and at least MODEL_MIN_CHUNKS
-        chunks (the cooler calls this before a pass with the cold path ``best``)."""
-        if (self._model_trainer is None or self._resources.current_model() is not None
-                or self._counter("chunks") < MODEL_MIN_CHUNKS):
+        """Fine-tune the first learned models of a volume that has none and at least MODEL_MIN_CHUNKS
+        chunks (the cooler calls this before a pass with the cold path ``best``). Tried once per
+        volume: a volume whose fine-tuning stored nothing keeps the shipped model."""
+        if (self._model_trainer is None or self._resources.has_models()
+                or self._counter("chunks") < MODEL_MIN_CHUNKS or self._model_tried):
             return None
+        self._model_tried = True
         report, samples = self._sample()
-        self._train_model(samples, budget, None, report)
-        log.info("trained learned model %s (%d bytes)", report.model_id, report.model_bytes)
+        self._train_models(samples, budget, None, report)
+        log.info("trained learned models %s (not better than their base: %s)", report.models,
+                 report.models_not_better)
         return report
 
-    def _train_model(self, samples: list[bytes], budget: float, progress: Progress | None,
-                     report: TrainReport) -> None:
-        """A model fine-tuned from the newest one (the shipped default when there is none), stored
-        before the codec table may name it."""
+    def _base_model(self, kind: str) -> bytes:
+        current = self._resources.current_model(kind)
+        return self._resources.model(current) if current is not None else default_model_blob()
+
+    def _train_models(self, samples: list[bytes], budget: float, progress: Progress | None,
+                      report: TrainReport) -> None:
+        """Models fine-tuned per kind from the current ones (the shipped default where there is
+        none); each that improves on its base is stored before the codec table may name it."""
         assert self._model_trainer is not None
-        current = self._resources.current_model()
-        base = self._resources.model(current) if current is not None else default_model_blob()
-        blob = self._model_trainer(samples, base, budget, progress)
-        with self._meta.write() as t:
-            rid = t.put_blob(BLOB_MODEL, blob)
-        self._resources.add_model(blob, rid)
-        report.model_id, report.model_bytes = rid, len(blob)
+        for trained in self._model_trainer(samples, self._base_model, budget, progress):
+            if not trained.improves:
+                report.models_not_better.append(trained.kind)
+                continue
+            with self._meta.write() as t:
+                rid = t.put_blob(BLOB_MODEL, model_record(trained.blob, trained.kind))
+            self._resources.add_model(trained.blob, rid, trained.kind)
+            report.models.append({"id": rid, "kind": trained.kind, "bytes": len(trained.blob)})
 
     def train(self, budget: float, progress: Progress | None = None, model: bool = True) -> TrainReport:
-        """``thermofs train``: new dictionaries and, if the learned codec is available, a model
-        fine-tuned from the newest one within ``budget`` seconds."""
+        """``thermofs train``: new dictionaries and, if the learned codec is available, models per kind
+        fine-tuned from the current ones within ``budget`` seconds."""
         report, samples = self._sample()
         if progress is not None:
             progress(STEPS // 20, STEPS)
         self.train_dictionaries(samples, report)
         if model and self._model_trainer is not None and samples:
-            self._train_model(samples, budget,
-                              None if progress is None else
-                              (lambda done, total: progress(STEPS // 10 + 9 * STEPS // 10 * done // total, STEPS)),
-                              report)
+            self._train_models(samples, budget,
+                               None if progress is None else
+                               (lambda done, total: progress(STEPS // 10 + 9 * STEPS // 10 * done // total, STEPS)),
+                               report)
         if progress is not None:
             progress(STEPS, STEPS)
         return report

@@ -111,5 +111,5 @@ def sync(target: Target) -> dict[str, Any]:
 
 
 def train(target: Target, budget: float, model: bool) -> dict[str, Any]:
-    """``thermofs train``: dictionaries (and a learned model) from the volume's own chunks."""
+    """``thermofs train``: dictionaries (and learned models per kind) from the volume's own chunks."""
     return _run(target, "train", {"budget": budget, "model": model}, "training", "‰")

@@ -20,7 +20,7 @@ import numpy as np
 
 from thermofs.codecs.base import MODEL, Buffer, Codec
 from thermofs.codecs.errors import BadSpec, CorruptFrame
-from thermofs.codecs.probe import BINARY, TEXT, Probe
+from thermofs.codecs.probe import BINARY, TEXT, Probe, analyse
 from thermofs.codecs.resources import Resources
 
 if TYPE_CHECKING:
@@ -81,8 +81,8 @@ def decode_with(model: Model, payload: bytes, raw_len: int, workspace: Workspace
 class LearnedCodec(Codec):
     """Codec id 4. ``models``: the volume's Resources (as the codec table passes them), or a source
     mapping a model id (> 0) to its blob: a callable, a mapping, or an object with ``get(id)``; it may
-    return None or raise KeyError/LookupError for an unknown id. New frames use the volume's newest
-    model (``resolve``), the shipped one (id 0) while it has none."""
+    return None or raise KeyError/LookupError for an unknown id. New frames use the volume's current
+    model for the chunk's kind (``resolve``), the shipped one (id 0) while it has none."""
 
     ID = 4
     name = "learned"
@@ -134,9 +134,9 @@ class LearnedCodec(Codec):
             return self._cache.setdefault(model_id, model)
 
     def resolve(self, raw: Buffer, param: int) -> tuple[Codec, int]:
-        """The spec ``learned`` (model 0) encodes with the volume's newest trained model, if any."""
+        """The spec ``learned`` (model 0) encodes with the volume's model for the chunk's kind, if any."""
         if param == DEFAULT_MODEL_ID:
-            return self, self.resources.current_model() or DEFAULT_MODEL_ID
+            return self, self.resources.current_model(analyse(raw).kind) or DEFAULT_MODEL_ID
         return self, param
 
     def cold_params(self, raw: Buffer, probe: Probe) -> list[int]:
@@ -145,7 +145,7 @@ class LearnedCodec(Codec):
         win on floats, and incompressible chunks stay raw."""
         if probe.kind not in (TEXT, BINARY) or probe.incompressible:
             return []
-        return [self.resolve(raw, DEFAULT_MODEL_ID)[1]]
+        return [self.resources.current_model(probe.kind) or DEFAULT_MODEL_ID]
 
     def workspace(self) -> Workspace:
         with self._lock:

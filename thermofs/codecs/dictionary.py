@@ -58,7 +58,8 @@ class DictCodec(Codec):
         super().__init__(resources)
         self._zstd = ZstdCodec(resources)  # for chunks of a kind that has no dictionary yet
         self._local = threading.local()
-        self._prepared: dict[int, zstandard.ZstdCompressionDict] = {}
+        # (dictionary id, level for a compressor's digested copy, None for decompression) -> dictionary
+        self._prepared: dict[tuple[int, int | None], zstandard.ZstdCompressionDict] = {}
 
     def parse_arg(self, arg: str) -> int:
         return pack_param(parse_level(arg, COLD_ZSTD_LEVEL, 1, 22, "dict"), 0)
@@ -90,13 +91,18 @@ class DictCodec(Codec):
         level, dict_id = unpack_param(param)
         return pack_param(min(level, FLOOR_LEVEL), dict_id)
 
-    def _dict(self, dict_id: int) -> zstandard.ZstdCompressionDict:
-        zd = self._prepared.get(dict_id)
+    def _dict(self, dict_id: int, level: int | None = None) -> zstandard.ZstdCompressionDict:
+        """The dictionary, digested once for compression at ``level`` (loading it into the context on
+        every chunk cost 11.4 ms against 8.6 ms per 64 KiB text chunk at level 19, same sizes; a
+        digested 112 KiB dictionary takes ~1.7 MB, and only current dictionaries compress)."""
+        zd = self._prepared.get((dict_id, level))
         if zd is None:
             # Raw content: the trainer's output has zstd's dictionary header, but any bytes work as a
             # dictionary, and a volume may hold dictionaries made by other tools.
             zd = zstandard.ZstdCompressionDict(self.resources.dictionary(dict_id).data)
-            self._prepared[dict_id] = zd  # racing threads build equal objects: harmless
+            if level is not None:
+                zd.precompute_compress(level=level)
+            self._prepared[dict_id, level] = zd  # racing threads build equal objects: harmless
         return zd
 
     def compress(self, data: Buffer, param: int) -> bytes:
@@ -105,7 +111,7 @@ class DictCodec(Codec):
         comp = cache.get(param)
         if comp is None:
             comp = cache[param] = zstandard.ZstdCompressor(
-                level=level, dict_data=self._dict(dict_id), write_checksum=False,
+                level=level, dict_data=self._dict(dict_id, level), write_checksum=False,
                 write_content_size=True, write_dict_id=False)  # the frame names the dictionary
         return comp.compress(data)
 

@@ -247,7 +247,7 @@ def make_remote_volume(store: Path, config: StoreConfig) -> StoreConfig:
 
 def preparation(trainer: Trainer, cold: CodecSpec) -> Callable[[], object] | None:
     """What the cooler does before a pass: train the volume's first dictionaries for a cold spec that
-    uses them and, for the cold path, its first learned model once it holds enough data."""
+    uses them and, for the cold path, its first learned models once it holds enough data."""
     if not uses_dictionaries(cold):
         return None
     if not cold.best:

@@ -34,7 +34,7 @@ fi
 $TFS stats "$MNT"
 echo
 echo "recompressing every chunk with the cold codec now (the background cooler would do it once they are cold):"
-echo "the default cold path trains dictionaries and fine-tunes the learned model on this volume (~30 s),"
+echo "the default cold path trains dictionaries and fine-tunes learned models (text, binaries) on this volume (~30 s),"
 echo "then picks per chunk: learned for text and code, brotli, byte planes or a dictionary elsewhere ..."
 $TFS cool "$MNT" --now
 diff -r --no-dereference -x site-packages "$STDLIB" "$MNT/stdlib" >/dev/null && echo "read back after cooling: identical"

@@ -150,3 +150,45 @@ def test_offline_volume_uploads_at_close_and_reads_back(seaweed: Seaweed, make_s
         assert opened.remote is not None and opened.remote.segments.remote_stats()["gets"] > 0
     finally:
         opened.close()
+
+
+def test_conditional_write_is_a_compare_and_swap(seaweed: Seaweed) -> None:
+    """``put_if`` against a real server: it creates only what is absent, replaces only the version it
+    names, and tells a lost race (None) from a write."""
+    from thermofs.fs.s3 import S3Store
+
+    store = S3Store(parse_url(f"s3://{seaweed.bucket()}/vol", seaweed.endpoint), timeout=10)
+    first = store.put_if("k", b"one", None)
+    assert first is not None
+    assert store.put_if("k", b"two", None) is None  # it exists now
+    assert store.get_tagged("k") == (b"one", first)
+    second = store.put_if("k", b"two", first)
+    assert second is not None and second != first
+    assert store.put_if("k", b"three", first) is None  # the tag it names is gone
+    assert store.get_tagged("k") == (b"two", second)
+
+
+def test_two_mounts_racing_for_the_lock_one_wins(seaweed: Seaweed) -> None:
+    """Two mounts read the lock as absent at the same moment and both try to take it: the second
+    write does not land and that mount is refused, naming the winner; the winner's renewals go on,
+    and a lock taken over by force is noticed at the next renewal."""
+    from thermofs.fs.objectstore import LOCK_KEY
+    from thermofs.fs.remotelock import BucketLocked, RemoteLock
+    from thermofs.fs.s3 import S3Store
+
+    store = S3Store(parse_url(f"s3://{seaweed.bucket()}/vol", seaweed.endpoint), timeout=10)
+    first = RemoteLock(store, "s3://b/vol", "/first")
+    second = RemoteLock(store, "s3://b/vol", "/second")
+    seen_absent = second._current()  # both read "no lock" before either writes
+    assert seen_absent == (None, None)
+    first.acquire()
+    assert second._write(seen_absent[1]) is None  # the stale read's write does not land
+    with pytest.raises(BucketLocked, match="store /first"):
+        second.acquire()
+    assert first._renew()
+    third = RemoteLock(store, "s3://b/vol", "/third")
+    third.acquire(force=True)
+    assert not first._renew()  # taken over: the first mount stops renewing
+    assert b'"/third"' in store.get_tagged(LOCK_KEY)[0]
+    third.release()
+    assert store.head(LOCK_KEY) is None

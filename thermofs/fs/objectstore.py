@@ -43,6 +43,15 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object and its entity tag (ObjectMissing if there is none)."""
+        ...
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """Write the object only if its entity tag is still ``tag`` (None: only if there is no such
+        object): a compare-and-swap. The new tag, or None if another write came first."""
+        ...
+
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer only at the end of the object)."""
         ...

@@ -6,10 +6,11 @@ expired, or its own store's on this host (the local flock on the store proves th
 renews it every LEASE_SECONDS / 3 while mounted and deletes it at unmount. A lock of a daemon that
 died on another machine blocks mounts until its lease ends, or until ``--force-unlock``.
 
-S3 offers no compare-and-swap on every server, so two mounts starting within one round trip of each
-other could both take the lock: the lease is read back after it is written, and a mount that finds
-another holder there gives up; a mount that finds at a renewal that another took the lock over logs
-an error and stops renewing.
+Every write of the lock is a compare-and-swap (``ObjectStore.put_if``): it names the lock it read
+(its entity tag, or none), so of two mounts that read the same lock and both decide to take it, only
+the first write lands and the other gives up; a renewal that finds the lock changed since its last
+write stops renewing and says who took it over. For servers that ignore conditional writes, the lock
+is also read back after it is taken.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ log = logging.getLogger("thermofs.remotelock")
 # A lease long enough to outlast a few failed renewals (each retried for the store's timeout), short
 # enough that a dead machine's lock lapses within minutes.
 LEASE_SECONDS = 120.0
+# Reads and conditional writes a mount tries before it gives up on a lock other writers keep changing.
+ACQUIRE_ATTEMPTS = 5
 
 
 class BucketLocked(UnusableTarget):
@@ -45,35 +48,55 @@ class RemoteLock:
         self._me = {"holder": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(), "store": store}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tag: str | None = None  # the entity tag of the lock as we last wrote it
 
-    def _current(self) -> dict[str, Any] | None:
+    def _current(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The lock as it is now, and its entity tag: (None, None) if there is none; a damaged one
+        reads as an empty dict (expired)."""
         try:
-            raw = json.loads(self._backend.get(LOCK_KEY))
+            raw, tag = self._backend.get_tagged(LOCK_KEY)
         except ObjectMissing:
-            return None
+            return None, None
+        try:
+            held = json.loads(raw)
         except ValueError:
-            return {}  # damaged: treated as expired
-        return raw if isinstance(raw, dict) else {}
+            return {}, tag
+        return (held if isinstance(held, dict) else {}), tag
 
-    def _write(self) -> None:
+    def _write(self, tag: str | None) -> str | None:
+        """Write our lease over the lock whose tag is ``tag`` (None: over no lock); its new tag, or
+        None if the lock changed since it was read."""
         body = {**self._me, "lease_until": time.time() + self._lease}
-        self._backend.put(LOCK_KEY, json.dumps(body).encode())
+        return self._backend.put_if(LOCK_KEY, json.dumps(body).encode(), tag)
+
+    def _live_other(self, held: dict[str, Any] | None) -> bool:
+        """Another mount's lock whose lease has not ended."""
+        if not held:
+            return False
+        return held.get("holder") != self._me["holder"] and not self._mine_stale(held) \
+            and float(held.get("lease_until", 0)) > time.time()
 
     def check(self) -> None:
         """BucketLocked if another mount holds the lock now (checked before a daemon starts)."""
-        held = self._current()
-        if held and not self._mine_stale(held) and float(held.get("lease_until", 0)) > time.time():
-            raise BucketLocked(self._refusal(held))
+        held, _tag = self._current()
+        if self._live_other(held):
+            raise BucketLocked(self._refusal(held or {}))
 
     def acquire(self, force: bool = False) -> None:
-        held = None if force else self._current()
-        if held and held.get("holder") != self._me["holder"] and not self._mine_stale(held) \
-                and float(held.get("lease_until", 0)) > time.time():
-            raise BucketLocked(self._refusal(held))
+        """Take the lock: BucketLocked if another mount holds it (unless ``force``) or takes it first."""
         if force:
-            log.warning("--force-unlock: the lock object of %s was broken", self._url)
-        self._write()
-        held = self._current()
+            log.warning("--force-unlock: the lock object of %s is broken", self._url)
+        for _attempt in range(ACQUIRE_ATTEMPTS):
+            held, tag = self._current()
+            if not force and self._live_other(held):
+                raise BucketLocked(self._refusal(held or {}))
+            self._tag = self._write(tag)
+            if self._tag is not None:
+                break
+            # Another write came between our read and ours: read again (it may be a mount that took it).
+        else:
+            raise BucketLocked(f"{self._url}: the lock object kept changing while this mount tried to take it")
+        held, self._tag = self._current()
         if held is not None and held.get("holder") != self._me["holder"]:
             raise BucketLocked(self._refusal(held))
 
@@ -95,15 +118,29 @@ class RemoteLock:
     def _loop(self) -> None:
         while not self._stop.wait(self._lease / 3):
             try:
-                held = self._current()
-                if held and held.get("holder") != self._me["holder"]:
-                    log.error("the lock object of %s was taken over (host %s, pid %s, store %s: --force-unlock?); "
-                              "two mounts of one volume delete what the other needs: unmount one", self._url,
-                              held.get("host"), held.get("pid"), held.get("store"))
+                if not self._renew():
                     return
-                self._write()
             except Exception as e:  # unreachable: tried again; the lease outlasts a few misses
                 log.warning("renewing the lock object of %s failed: %s", self._url, e)
+
+    def _renew(self) -> bool:
+        """Extend the lease over the lock we wrote last; False (and an error in the log) if another
+        mount took it over meanwhile."""
+        try:
+            tag = self._write(self._tag)
+        except ObjectMissing:  # deleted under us (a conditional write to a missing object)
+            tag = None
+        if tag is None:
+            held, current = self._current()
+            if held is not None and held.get("holder") != self._me["holder"]:
+                log.error("the lock object of %s was taken over (host %s, pid %s, store %s: --force-unlock?); "
+                          "two mounts of one volume delete what the other needs: unmount one", self._url,
+                          held.get("host"), held.get("pid"), held.get("store"))
+                return False
+            tag = self._write(current)  # ours still (an earlier try landed), or gone: write it again
+        if tag is not None:
+            self._tag = tag
+        return True
 
     def release(self) -> None:
         self._stop.set()
@@ -111,7 +148,7 @@ class RemoteLock:
             self._thread.join()
             self._thread = None
         try:
-            held = self._current()
+            held, _tag = self._current()
             if held is not None and held.get("holder") == self._me["holder"]:
                 self._backend.delete(LOCK_KEY)
         except Exception as e:

@@ -38,6 +38,8 @@ PART_CONCURRENCY = 4
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
           "AllAccessDisabled", "Forbidden", "403"}
 MISSING = {"NoSuchKey", "404", "NotFound"}
+# A conditional write that lost: the object changed (or appeared) since the tag it was given.
+PRECONDITION = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
 class S3Store:
@@ -140,6 +142,38 @@ class S3Store:
         self._count("gets")
         self._count("bytes_got", len(data))
         return data
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        def fetch() -> tuple[bytes, str]:
+            answer = self._s3().get_object(Bucket=self.spec.bucket, Key=self._key(key))
+            return answer["Body"].read(), str(answer["ETag"])
+
+        data, tag = self._call("GET", key, fetch)
+        self._count("gets")
+        self._count("bytes_got", len(data))
+        return data, tag
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """S3's conditional write (``If-None-Match: *`` or ``If-Match: tag``: AWS S3 since 2024,
+        SeaweedFS, MinIO). A server that ignores the condition writes anyway: RemoteLock reads its
+        lock back for those."""
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+
+        def attempt() -> str | None:
+            try:
+                answer = self._s3().put_object(Bucket=self.spec.bucket, Key=self._key(key), Body=data, **condition)
+            except bexc.ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                if code in PRECONDITION or status in (409, 412):
+                    return None
+                raise
+            return str(answer["ETag"])
+
+        written = self._call("PUT", key, attempt)
+        self._count("puts")
+        self._count("bytes_put", len(data))
+        return written
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         def fetch() -> bytes:

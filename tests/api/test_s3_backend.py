@@ -192,3 +192,37 @@ def test_two_mounts_racing_for_the_lock_one_wins(seaweed: Seaweed) -> None:
     assert b'"/third"' in store.get_tagged(LOCK_KEY)[0]
     third.release()
     assert store.head(LOCK_KEY) is None
+
+
+def test_read_only_open_of_a_remote_volume(seaweed: Seaweed, make_s3_store: MakeS3Store) -> None:
+    """``-o ro`` on a store whose segments are in the bucket: every byte reads back (from the bucket,
+    the disk cache emptied first), the bucket's lock is neither taken nor needed, and nothing is
+    uploaded."""
+    from thermofs.daemon.options import MountOptions
+    from thermofs.fs.objectstore import LOCK_KEY, parse_url
+    from thermofs.fs.s3 import S3Store
+
+    store, url = make_s3_store(seaweed)
+    data = os.urandom(200_000) + b"text " * 60_000
+    opened = open_volume(store)
+    try:
+        fh, inode = opened.volume.create("/f", 0o644, 0, 0)
+        opened.volume.write(fh, 0, data)
+        opened.volume.release(fh)
+    finally:
+        opened.close()
+    for p in (store / "cache").iterdir():
+        p.unlink()
+    bucket = S3Store(parse_url(url, seaweed.endpoint), timeout=10)
+    objects = bucket.list("")
+    opened = open_volume(store, options=MountOptions(fuse={"ro": True}))
+    try:
+        assert bucket.head(LOCK_KEY) is None
+        v = opened.volume
+        fh = v.open(inode.ino, writable=False)
+        assert v.read(fh, 0, len(data) + 1) == data
+        v.release(fh)
+        assert opened.remote is not None and opened.remote.segments.remote_stats()["gets"] > 0
+    finally:
+        opened.close()
+    assert bucket.list("") == objects

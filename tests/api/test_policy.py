@@ -265,6 +265,35 @@ def test_first_pass_of_best_fine_tunes_a_model(tmp_path: Path, monkeypatch: pyte
         parts.close()
 
 
+def test_a_recoded_frame_that_does_not_decode_back_never_replaces_a_chunk(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cooling with one codec (``--cold-codec learned``): a new frame is decoded once and compared
+    before it replaces the hot one. With a codec fault injected (every learned payload damaged), no
+    chunk gets a learned frame (each keeps its hot frame, a raw one would not be smaller), and every
+    byte reads back."""
+    from thermofs.codecs.learned import LearnedCodec
+
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig(cold_codec="learned"))
+    data = _text(4 * K64, 13)
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        ino = _write(parts, "/f", data)
+        compress = LearnedCodec.compress
+
+        def damaged(self: LearnedCodec, raw: bytes, param: int) -> bytes:
+            payload = bytearray(compress(self, raw, param))
+            payload[len(payload) // 2] ^= 0x40
+            return bytes(payload)
+
+        monkeypatch.setattr(LearnedCodec, "compress", damaged)
+        parts.cooler.cool(older_than=0)
+        assert {e.codec_id for e in _entries(parts, ino).values()} == {1}  # zstd, as written
+        assert _read(parts, ino) == data
+    finally:
+        parts.close()
+
+
 def test_model_records_by_kind_reload(tmp_path: Path) -> None:
     """A volume's model blobs come back under their ids and kinds after a reopen: a record without a
     kind (one model for all data) serves the kinds with none of their own; a record that is neither

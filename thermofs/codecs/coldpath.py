@@ -116,9 +116,15 @@ def _verified(raw: Buffer, tried: list[tuple[int, int, bytes, Codec, int]],
     """The first of ``tried`` that decodes back to ``raw``: a cooled chunk replaces the hot one, so
     the frame kept is checked (one decode) and the next one is taken if it does not match."""
     for _size, _order, payload, codec, param in tried:
-        try:
-            if xxhash.xxh3_64_intdigest(codec.decompress(payload, len(raw), param)) == want:
-                return codec.ID, param, payload
-        except CorruptFrame:
-            pass
+        if decodes_back(payload, codec, param, len(raw), want):
+            return codec.ID, param, payload
     return None
+
+
+def decodes_back(payload: Buffer, codec: Codec, param: int, raw_len: int, want: int) -> bool:
+    """Does ``payload`` decode to ``raw_len`` bytes whose xxh3-64 is ``want``? The check every frame
+    that replaces another passes first (the cold path's, and a relocation's with one codec)."""
+    try:
+        return xxhash.xxh3_64_intdigest(codec.decompress(bytes(payload), raw_len, param)) == want
+    except CorruptFrame:
+        return False

@@ -29,15 +29,18 @@ xxh3 of the result: it returns verified bytes or raises CorruptFrame.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 
 import xxhash
 
 from thermofs.codecs.base import RawCodec
-from thermofs.codecs.coldpath import encode_cold
+from thermofs.codecs.coldpath import decodes_back, encode_cold
 from thermofs.codecs.errors import CorruptFrame
 from thermofs.codecs.table import CodecSpec, CodecTable
+
+log = logging.getLogger("thermofs.frame")
 
 MAGIC = b"TF"
 FRAME_VERSION = 1
@@ -82,26 +85,32 @@ def encode_frame(raw: Buffer, spec: CodecSpec) -> tuple[bytes, FrameInfo]:
     return header + payload, info
 
 
-def encode_parts(raw: Buffer, spec: CodecSpec) -> tuple[bytes, Buffer, FrameInfo]:
+def encode_parts(raw: Buffer, spec: CodecSpec, verify: bool = False) -> tuple[bytes, Buffer, FrameInfo]:
     """Like encode_frame, but header and payload apart, so a writer can hand both to writev()
-    without copying the payload (a raw frame's payload is ``raw`` itself)."""
+    without copying the payload (a raw frame's payload is ``raw`` itself). ``verify``: the frame
+    replaces another one (cooling, promotion): it is decoded once and compared first, and stored raw
+    if it does not decode back (the cold path's specs always check)."""
     digest = checksum(raw)
     if spec.best:
         codec_id, param, body = encode_cold(raw, spec.candidates, spec.exhaustive)
     else:
-        codec_id, param, body = _single(raw, spec)
+        codec_id, param, body = _single(raw, spec, digest if verify else None)
     header = _pack(codec_id, param, len(raw), len(body), digest)
     return header, body, FrameInfo(codec_id, param, len(raw), digest, HEADER_SIZE + len(body))
 
 
-def _single(raw: Buffer, spec: CodecSpec) -> tuple[int, int, Buffer]:
+def _single(raw: Buffer, spec: CodecSpec, want: int | None) -> tuple[int, int, Buffer]:
     if spec.codec.ID == RawCodec.ID or not len(raw):
         return RawCodec.ID, 0, raw
     codec, param = spec.codec.resolve(raw, spec.param)
     packed = codec.compress(raw, param)
-    if len(packed) <= len(raw) - len(raw) // MIN_SAVING_DIVISOR:
-        return codec.ID, param, packed
-    return RawCodec.ID, 0, raw
+    if len(packed) > len(raw) - len(raw) // MIN_SAVING_DIVISOR:
+        return RawCodec.ID, 0, raw
+    if want is not None and not decodes_back(packed, codec, param, len(raw), want):
+        log.error("a %s frame did not decode back to its chunk: the chunk is stored raw (a codec fault)",
+                  codec.name)
+        return RawCodec.ID, 0, raw
+    return codec.ID, param, packed
 
 
 def parse_header(head: bytes, max_raw: int) -> FrameInfo:

@@ -80,8 +80,9 @@ class ChunkStore:
 
     @staticmethod
     def encode(raw: Buffer, spec: CodecSpec) -> Encoded:
-        """Encode one chunk with ``spec`` (the cooler's cold codec, or the hot one to promote)."""
-        return encode_parts(raw, spec)
+        """Encode one chunk with ``spec`` (the cooler's cold codec, or the hot one to promote) into a
+        frame that replaces its current one: decoded once and compared before it is used."""
+        return encode_parts(raw, spec, verify=True)
 
     def place(self, encoded: Sequence[Encoded], tier: Tier) -> list[tuple[ChunkEntry, bytes | None]]:
         """Store encoded chunks: small frames inline (returned with their frame), the others

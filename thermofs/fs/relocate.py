@@ -5,8 +5,9 @@ For a batch of chunks, each given with the map entry it had when it was chosen:
 
 1. read and verify its frame (a damaged one is never spread: it is left where it is, and counted);
 2. make its new frame: re-encoded with a codec spec (cooling, promotion), or the same bytes
-   (compaction); a re-encoded frame that would not be smaller is not written, the chunk only changes
-   tier;
+   (compaction). A re-encoded frame is decoded once and compared with the chunk first
+   (``ChunkStore.encode``); one that does not decode back, or would not be smaller, is not written:
+   the chunk only changes tier;
 3. store the new frames (small ones inline, the others appended with one writev) and sync the
    segment before anything points at them;
 4. in one transaction, swap each chunk's pointer only if it still has the entry it was chosen with;

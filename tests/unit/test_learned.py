@@ -232,8 +232,10 @@ def test_fine_tuning_per_kind() -> None:
         asked.append(kind)
         return default_model_blob()
 
-    trained = dict(train_per_kind(samples, base_of, budget_s=16))
+    seen: list[float] = []
+    trained = dict(train_per_kind(samples, base_of, budget_s=16, progress=lambda d, t: seen.append(d / t)))
     assert sorted(trained) == sorted(asked) == ["binary", "text"]
+    assert seen == sorted(seen) and seen[-1] == 1.0  # one progress over both kinds
     for kind, data in (("text", text[:CHUNK]), ("binary", binary[:CHUNK])):
         model = trained[kind]
         assert model.improves == (model.stats["held_final"] < model.stats["held_base"])

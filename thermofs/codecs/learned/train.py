@@ -214,11 +214,18 @@ def train_per_kind(samples: list[bytes], base_of: Callable[[str], bytes], budget
     done = 0.0
     for kind in kinds:
         share = weights[kind] / norm
-        sub = None if progress is None else (
-            lambda d, t, before=done, share=share: progress(round(1000 * (before + share * d / t)), 1000))
-        out.append((kind, train_model(by_kind[kind], base_of(kind), budget_s * share, sub)))
+        out.append((kind, train_model(by_kind[kind], base_of(kind), budget_s * share,
+                                      _part_of(progress, done, share))))
         done += share
     return out
+
+
+def _part_of(progress: Progress | None, before: float, share: float) -> Progress | None:
+    """The progress of one part of a job, ``share`` of it, begun once ``before`` of it was done."""
+    if progress is None:
+        return None
+    whole = progress
+    return lambda done, total: whole(round(1000 * (before + share * done / total)), 1000)
 
 
 # ------------------------------------------------------------------------- the default model's data

@@ -357,11 +357,12 @@ def sync_cmd(target: Path) -> None:
 @main.command("train")
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--budget", type=AgeType(), default="60s", show_default=True,
-              help="Time budget for training the learned model (90s, 5m, ...).")
+              help="Time budget for training the learned models, shared by the kinds of data (90s, 5m, ...).")
 @click.option("--no-model", is_flag=True, help="Train the zstd dictionaries only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def train_cmd(target: Path, budget: float, no_model: bool, as_json: bool) -> None:
-    """Train zstd dictionaries and the learned codec's model on samples of the volume at TARGET (a store
+    """Train zstd dictionaries and the learned codec's models (one per kind of data, each kept only if
+    it codes held-out samples smaller than the current one) on samples of the volume at TARGET (a store
     or a mountpoint). They are stored in the volume under new ids: new cold frames use them, frames
     made before keep decoding with the ones they name."""
     from thermofs.tools.admin import target_of, train

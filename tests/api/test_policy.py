@@ -294,6 +294,37 @@ def test_a_recoded_frame_that_does_not_decode_back_never_replaces_a_chunk(tmp_pa
         parts.close()
 
 
+def test_a_first_training_that_keeps_nothing_waits_for_the_volume_to_grow(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cooler asks for the first dictionaries before every pass. On data no dictionary helps
+    (random bytes), the try is not repeated at each pass, only once the volume has grown
+    RETRY_GROWTH times over."""
+    from thermofs.policy import training
+
+    calls: list[int] = []
+    train = training.train_dictionaries
+
+    def counting(samples):  # type: ignore[no-untyped-def]
+        calls.append(len(samples))
+        return train(samples)
+
+    monkeypatch.setattr(training, "train_dictionaries", counting)
+    store = tmp_path / "store"
+    mkfs(store, StoreConfig())  # best: uses dictionaries
+    parts = open_volume(store, options=MountOptions(cooler=False))
+    try:
+        _write(parts, "/a", os.urandom(2 << 20))
+        for _ in range(3):
+            parts.cooler.cool()
+        assert len(calls) == 1 and not parts.volume.chunks.table.resources.dictionaries()
+        _write(parts, "/b", os.urandom(2 << 20))  # twice the logical size of the try
+        parts.cooler.cool()
+        parts.cooler.cool()
+        assert len(calls) == 2
+    finally:
+        parts.close()
+
+
 def test_model_records_by_kind_reload(tmp_path: Path) -> None:
     """A volume's model blobs come back under their ids and kinds after a reopen: a record without a
     kind (one model for all data) serves the kinds with none of their own; a record that is neither

@@ -56,6 +56,11 @@ class KindModel:
 # Fine-tunes one learned model per kind of data in the samples, each from base(kind), within a
 # budget of seconds.
 ModelTrainer = Callable[[list[bytes], Callable[[str], bytes], float, Progress | None], list[KindModel]]
+# The cooler asks for a volume's first dictionaries and models before every pass; a try that kept
+# nothing (incompressible or varied data) is made again only once the volume has grown this many
+# times over since, not at every pass: a try samples 8 MiB of chunks (decoding learned ones at ~40 ms
+# each) and trains for seconds (the models for 30).
+RETRY_GROWTH = 2
 # Progress of ``thermofs train`` in thousandths: the dictionaries take the first tenth.
 STEPS = 1000
 
@@ -110,7 +115,10 @@ class Trainer:
         self._chunks = chunks
         self._resources = resources
         self._model_trainer = model_trainer
-        self._model_tried = False
+        # The volume's size (logical bytes; chunks) at this mount's last try at its first dictionaries
+        # (first models), None before any.
+        self._dictionaries_tried_at: int | None = None
+        self._models_tried_at: int | None = None
 
     def train_dictionaries(self, samples: list[bytes], report: TrainReport) -> None:
         trained = train_dictionaries(samples)
@@ -136,21 +144,27 @@ class Trainer:
 
     def ensure_dictionaries(self) -> TrainReport | None:
         """Train the first dictionaries of a volume that has none and enough data (the cooler calls
-        this before recompressing with a spec that uses them)."""
-        if self._resources.dictionaries() or self._counter("stored_bytes") < MIN_VOLUME_BYTES:
+        this before recompressing with a spec that uses them). A try that kept none is made again
+        once the volume's logical size has grown RETRY_GROWTH times over."""
+        logical = self._counter("logical_bytes")
+        if self._resources.dictionaries() or self._counter("stored_bytes") < MIN_VOLUME_BYTES \
+                or not _grown_since(self._dictionaries_tried_at, logical):
             return None
+        self._dictionaries_tried_at = logical
         report, samples = self._sample()
         self.train_dictionaries(samples, report)
         return report
 
     def ensure_model(self, budget: float = AUTO_MODEL_BUDGET) -> TrainReport | None:
         """Fine-tune the first learned models of a volume that has none and at least MODEL_MIN_CHUNKS
-        chunks (the cooler calls this before a pass with the cold path ``best``). Tried once per
-        volume: a volume whose fine-tuning stored nothing keeps the shipped model."""
-        if (self._model_trainer is None or self._resources.has_models()
-                or self._counter("chunks") < MODEL_MIN_CHUNKS or self._model_tried):
+        chunks (the cooler calls this before a pass with the cold path ``best``). A try that stored
+        no model (the shipped one stays) is made again once the volume holds RETRY_GROWTH times as
+        many chunks."""
+        chunks = self._counter("chunks")
+        if (self._model_trainer is None or self._resources.has_models() or chunks < MODEL_MIN_CHUNKS
+                or not _grown_since(self._models_tried_at, chunks)):
             return None
-        self._model_tried = True
+        self._models_tried_at = chunks
         report, samples = self._sample()
         self._train_models(samples, budget, None, report)
         log.info("trained learned models %s (not better than their base: %s)", report.models,
@@ -190,3 +204,9 @@ class Trainer:
         if progress is not None:
             progress(STEPS, STEPS)
         return report
+
+
+def _grown_since(tried_at: int | None, now: int) -> bool:
+    """Is a first training worth trying (again)? Yes if never tried, or once the volume has grown
+    RETRY_GROWTH times over since the try that kept nothing."""
+    return tried_at is None or now >= RETRY_GROWTH * tried_at

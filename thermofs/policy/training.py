@@ -22,7 +22,7 @@ from thermofs.fs.chunkstore import ChunkStore
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.meta import BLOB_DICTIONARY, BLOB_MODEL, MetaStore
 from thermofs.fs.resources import model_record
-from thermofs.progress import Progress
+from thermofs.progress import Progress, part_of
 
 log = logging.getLogger("thermofs.training")
 
@@ -197,10 +197,7 @@ class Trainer:
             progress(STEPS // 20, STEPS)
         self.train_dictionaries(samples, report)
         if model and self._model_trainer is not None and samples:
-            self._train_models(samples, budget,
-                               None if progress is None else
-                               (lambda done, total: progress(STEPS // 10 + 9 * STEPS // 10 * done // total, STEPS)),
-                               report)
+            self._train_models(samples, budget, part_of(progress, STEPS // 10, 9 * STEPS // 10, STEPS), report)
         if progress is not None:
             progress(STEPS, STEPS)
         return report

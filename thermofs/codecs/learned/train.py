@@ -46,7 +46,7 @@ import numpy as np
 from thermofs.codecs.learned import kernel as K
 from thermofs.codecs.learned.model import INIT_WEIGHT, MATCH_TABLE, Model
 from thermofs.codecs.probe import BINARY, TEXT, analyse
-from thermofs.progress import Progress
+from thermofs.progress import Progress, part_of
 
 CHUNK = 1 << 16
 PRIME_SHARE = 0.75  # of the budget, for stage 1
@@ -214,18 +214,11 @@ def train_per_kind(samples: list[bytes], base_of: Callable[[str], bytes], budget
     done = 0.0
     for kind in kinds:
         share = weights[kind] / norm
+        start, end = round(1000 * done), round(1000 * (done + share))
         out.append((kind, train_model(by_kind[kind], base_of(kind), budget_s * share,
-                                      _part_of(progress, done, share))))
+                                      part_of(progress, start, end - start, 1000))))
         done += share
     return out
-
-
-def _part_of(progress: Progress | None, before: float, share: float) -> Progress | None:
-    """The progress of one part of a job, ``share`` of it, begun once ``before`` of it was done."""
-    if progress is None:
-        return None
-    whole = progress
-    return lambda done, total: whole(round(1000 * (before + share * done / total)), 1000)
 
 
 # ------------------------------------------------------------------------- the default model's data

@@ -90,8 +90,7 @@ class S3Store:
                 raise BackendError(f"no credentials for {self.spec.url}: set AWS_ACCESS_KEY_ID and "
                                    f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or write ~/.aws/credentials") from None
             except bexc.ClientError as e:
-                code = str(e.response.get("Error", {}).get("Code", ""))
-                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                code, status = _answer_of(e)
                 if code in MISSING:
                     raise ObjectMissing(f"{what} {self.spec.url}{key}: no such object") from None
                 if code == "NoSuchBucket":
@@ -163,8 +162,7 @@ class S3Store:
             try:
                 answer = self._s3().put_object(Bucket=self.spec.bucket, Key=self._key(key), Body=data, **condition)
             except bexc.ClientError as e:
-                code = str(e.response.get("Error", {}).get("Code", ""))
-                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                code, status = _answer_of(e)
                 if code in PRECONDITION or status in (409, 412):
                     return None
                 raise
@@ -213,3 +211,10 @@ class S3Store:
             return out
 
         return self._call("LIST", prefix, listing)
+
+
+def _answer_of(error: bexc.ClientError) -> tuple[str, int]:
+    """The error code and the HTTP status of a refused request (empty, 0 where the answer has none)."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status

@@ -42,7 +42,7 @@ from thermofs.fs import lmdbcheck
 from thermofs.fs.errors import NoSpace, StoreError
 from thermofs.fs.meta import MetaStore, Snapshot, Txn
 from thermofs.fs.reclaim import reclaim
-from thermofs.fs.segments import SegmentStore
+from thermofs.fs.segments import SegmentStore, segment_id_of
 
 log = logging.getLogger("thermofs.durability")
 
@@ -155,7 +155,8 @@ def restore(store: Path, segments_dir: Path, readonly: bool = False, boot_id: st
     if previous is not None and not readonly:
         # A daemon that died left frames in the page cache that no sync point covered yet.
         for path in sorted(segments_dir.glob("*.seg")):
-            if path.name[:-4].isdigit() and int(path.name[:-4]) >= previous.first_unsynced_segment:
+            seg = segment_id_of(path.name)
+            if seg is not None and seg >= previous.first_unsynced_segment:
                 fd = os.open(path, os.O_RDONLY)
                 try:
                     os.fdatasync(fd)

@@ -76,6 +76,12 @@ def segment_name(seg_id: int) -> str:
     return f"{seg_id:08d}.seg"
 
 
+def segment_id_of(name: str) -> int | None:
+    """The id in a segment's file or object name (``segment_name``'s inverse); None for any other name."""
+    stem = name[:-4]
+    return int(stem) if name.endswith(".seg") and stem.isdigit() else None
+
+
 class SegmentStore:
     def __init__(self, directory: Path, volume_id: bytes, headers_from: int = 1,
                  segment_bytes: int = SEGMENT_BYTES, on_sealed: Callable[[int], None] | None = None) -> None:
@@ -104,7 +110,7 @@ class SegmentStore:
         self._libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
     def segment_ids(self) -> list[int]:
-        return sorted(int(p.name[:-4]) for p in self.dir.glob("*.seg") if p.name[:-4].isdigit())
+        return sorted(seg for p in self.dir.glob("*.seg") if (seg := segment_id_of(p.name)) is not None)
 
     def path(self, seg_id: int) -> Path:
         return self.dir / segment_name(seg_id)

@@ -25,7 +25,7 @@ from pathlib import Path
 from thermofs.fs.diskcache import DiskCache
 from thermofs.fs.errors import CorruptChunk
 from thermofs.fs.objectstore import SEGMENTS_PREFIX, ObjectMissing, ObjectStore, Unreachable
-from thermofs.fs.segments import SEGMENT_HEADER_SIZE, SegmentStore, check_segment_header, segment_name
+from thermofs.fs.segments import SEGMENT_HEADER_SIZE, SegmentStore, check_segment_header, segment_id_of, segment_name
 
 log = logging.getLogger("thermofs.tiered")
 
@@ -46,9 +46,9 @@ def remote_segments(listing: dict[str, int]) -> dict[int, int]:
     """Segment id -> object size, from a listing of the segments prefix."""
     out: dict[int, int] = {}
     for key, size in listing.items():
-        name = key.rpartition("/")[2]
-        if name.endswith(".seg") and name[:-4].isdigit():
-            out[int(name[:-4])] = size
+        seg = segment_id_of(key.rpartition("/")[2])
+        if seg is not None:
+            out[seg] = size
     return out
 
 
@@ -75,7 +75,7 @@ class TieredSegments(SegmentStore):
 
     # -- what the layers above see ------------------------------------------------------------------
     def segment_ids(self) -> list[int]:
-        local = {int(p.name[:-4]) for p in self.dir.glob("*.seg") if p.name[:-4].isdigit()}
+        local = set(super().segment_ids())
         with self._tier_lock:
             return sorted(local | set(self._remote))
 
@@ -147,10 +147,8 @@ class TieredSegments(SegmentStore):
         crash or a failed upload left it), and turn those it holds whole into cache. Logged."""
         queued: list[int] = []
         for path in sorted(self.dir.glob("*.seg")):
-            if not path.name[:-4].isdigit():
-                continue
-            seg = int(path.name[:-4])
-            if seg >= self.active_id:
+            seg = segment_id_of(path.name)
+            if seg is None or seg >= self.active_id:
                 continue
             with self._tier_lock:
                 remote = self._remote.get(seg)

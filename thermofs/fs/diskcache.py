@@ -165,11 +165,9 @@ class DiskCache:
         """Forget every block of a deleted segment."""
         with self._lock:
             keys = [k for k in self._blocks if k[0] == seg]
-            for key in keys:
-                self._bytes -= self._blocks.pop(key)
             self._last_miss.pop(seg, None)
         for key in keys:
-            self._path(key).unlink(missing_ok=True)
+            self._forget(key)
 
     def _evict(self) -> None:
         while True:

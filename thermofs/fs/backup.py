@@ -29,6 +29,7 @@ import zstandard
 from thermofs.fs.errors import StoreError
 from thermofs.fs.meta import MetaStore
 from thermofs.fs.objectstore import BACKUPS_PREFIX, ObjectStore
+from thermofs.fs.store import check_new_store
 from thermofs.fs.tiered import TieredSegments
 
 log = logging.getLogger("thermofs.backup")
@@ -165,8 +166,7 @@ def restore_store(backend: ObjectStore, url: str, store: Path,
     """Build a local store in ``store`` (new or empty) from the newest backup in the bucket:
     meta.lmdb/data.mdb from the backup, segments/ empty (every segment is read from the bucket),
     thermofs.json written by ``make_config`` from the backup's config. Returns the backup's header."""
-    if store.exists() and (not store.is_dir() or any(store.iterdir())):
-        raise StoreError(f"{store} exists and is not an empty directory")
+    check_new_store(store)
     found = generations(backend)
     if not found:
         raise StoreError(f"no metadata backup in {url}: nothing to restore")

@@ -94,11 +94,16 @@ def validate_config(cfg: StoreConfig) -> None:
         BackendSpec.from_dict(cfg.backend)  # raises StoreError naming what is wrong
 
 
+def check_new_store(store: Path) -> None:
+    """StoreError unless ``store`` can become a store: a new or empty directory (mkfs, restore)."""
+    if store.exists() and (not store.is_dir() or any(store.iterdir())):
+        raise StoreError(f"{store} exists and is not an empty directory")
+
+
 def mkfs(store: Path, cfg: StoreConfig) -> StoreConfig:
     """Make a new, empty volume in ``store`` (a new or empty directory); returns its config."""
     validate_config(cfg)
-    if store.exists() and (not store.is_dir() or any(store.iterdir())):
-        raise StoreError(f"{store} exists and is not an empty directory")
+    check_new_store(store)
     cfg = replace(cfg, uuid=uuidlib.uuid4().hex, version=FORMAT_VERSION, format=FORMAT_NAME)
     old_umask = os.umask(0o077)
     try:

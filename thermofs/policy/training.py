@@ -146,9 +146,10 @@ class Trainer:
         """Train the first dictionaries of a volume that has none and enough data (the cooler calls
         this before recompressing with a spec that uses them). A try that kept none is made again
         once the volume's logical size has grown RETRY_GROWTH times over."""
+        if self._resources.dictionaries():
+            return None
         logical = self._counter("logical_bytes")
-        if self._resources.dictionaries() or self._counter("stored_bytes") < MIN_VOLUME_BYTES \
-                or not _grown_since(self._dictionaries_tried_at, logical):
+        if self._counter("stored_bytes") < MIN_VOLUME_BYTES or not _grown_since(self._dictionaries_tried_at, logical):
             return None
         self._dictionaries_tried_at = logical
         report, samples = self._sample()
@@ -160,9 +161,10 @@ class Trainer:
         chunks (the cooler calls this before a pass with the cold path ``best``). A try that stored
         no model (the shipped one stays) is made again once the volume holds RETRY_GROWTH times as
         many chunks."""
+        if self._model_trainer is None or self._resources.has_models():
+            return None
         chunks = self._counter("chunks")
-        if (self._model_trainer is None or self._resources.has_models() or chunks < MODEL_MIN_CHUNKS
-                or not _grown_since(self._models_tried_at, chunks)):
+        if chunks < MODEL_MIN_CHUNKS or not _grown_since(self._models_tried_at, chunks):
             return None
         self._models_tried_at = chunks
         report, samples = self._sample()
